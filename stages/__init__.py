@@ -1,0 +1,1 @@
+"""Car Sketch Classifier: one module per DVC stage, plus the shared pieces they use."""

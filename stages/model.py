@@ -1,0 +1,169 @@
+"""The car-sketch classifier: a frozen ImageNet MobileNetV2 backbone and a small trainable head.
+
+The backbone is split at a boundary: blocks before it are frozen and their output can be cached
+(the featurize stage); the last `trainable_blocks` blocks (0 by default) and the head are trained.
+"""
+
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+from stages.errors import PipelineError
+from stages.files import atomic_path
+from stages.paths import MODEL_FILE
+from stages.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+
+FEATURE_DIM = 1280
+INFERENCE_BATCH = 256
+LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
+
+
+class CarSketchHead(nn.Sequential):
+    """The seed's head on the pooled 1280-d features; it outputs a logit (sigmoid gives P(car))."""
+
+    def __init__(self, in_features=FEATURE_DIM, hidden=128, dropout=0.2):
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                         nn.Linear(hidden, 1))
+
+
+def _imagenet_backbone():
+    try:
+        return mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise PipelineError(
+            f"could not download torchvision's ImageNet MobileNetV2 weights ({error}). Offline? Set `weights` "
+            f"in params.yaml to a local state-dict file, e.g. `weights: {LOCAL_WEIGHTS_EXAMPLE}`") from error
+
+
+def _local_backbone(path):
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"weights file {path} not found: set `weights` in params.yaml to 'imagenet', "
+                            f"'none' or the path of a torchvision mobilenet_v2 state dict")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        backbone = mobilenet_v2()
+        backbone.load_state_dict(state_dict)
+    except Exception as error:  # unpickling and key mismatches raise many types; all mean the same here
+        raise PipelineError(f"weights file {path} is not a torchvision mobilenet_v2 state dict: "
+                            f"{str(error).splitlines()[0]}") from error
+    return backbone
+
+
+def load_backbone(weights):
+    """MobileNetV2's convolutional blocks from `weights`: 'imagenet', 'none' (random, for tests) or a file."""
+    if weights == "imagenet":
+        backbone = _imagenet_backbone()
+    elif weights in ("none", None):
+        backbone = mobilenet_v2()
+    else:
+        backbone = _local_backbone(weights)
+    return backbone.features
+
+
+def _pool(activations):
+    return F.adaptive_avg_pool2d(activations, 1).flatten(1)
+
+
+class CarSketchClassifier(nn.Module):
+    """Frozen blocks, then `trainable_blocks` trainable blocks, global average pooling and the head.
+
+    The backbone always stays in eval mode, so its BatchNorm statistics never change; `forward`
+    returns logits.
+    """
+
+    def __init__(self, features, trainable_blocks=0):
+        super().__init__()
+        if not 0 <= trainable_blocks < len(features):
+            raise PipelineError(f"trainable_blocks must be between 0 and {len(features) - 1}, not {trainable_blocks}")
+        boundary = len(features) - trainable_blocks
+        self.frozen = features[:boundary].requires_grad_(False)
+        self.trainable = features[boundary:]
+        self.head = CarSketchHead()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.frozen.eval()
+        self.trainable.eval()
+        return self
+
+    def frozen_features(self, images):
+        """What the frozen blocks make of the images: pooled (N, 1280) when nothing after them trains."""
+        activations = self.frozen(images)
+        return activations if len(self.trainable) else _pool(activations)
+
+    def forward_from_frozen(self, frozen_features):
+        """Logits from cached frozen features: the path training and evaluation take."""
+        if len(self.trainable):
+            frozen_features = _pool(self.trainable(frozen_features))
+        return self.head(frozen_features).squeeze(1)
+
+    def forward(self, images):
+        return self.forward_from_frozen(self.frozen_features(images))
+
+
+def build_classifier(weights, trainable_blocks=0, seed=0):
+    """A classifier with `weights` in the backbone and a freshly initialised, seeded head."""
+    torch.manual_seed(seed)
+    return CarSketchClassifier(load_backbone(weights), trainable_blocks).eval()
+
+
+@torch.inference_mode()
+def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
+    """Apply `function` to `inputs` in batches and concatenate the results (inference mode)."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        outputs.append(function(inputs[start:start + batch_size]))
+        if bar is not None:
+            bar.update(len(outputs[-1]))
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+class TrainedModel:
+    """A saved classifier with what is needed to use it alone: input size, normalisation, threshold."""
+
+    def __init__(self, classifier, config):
+        self.classifier = classifier.eval()
+        self.config = config
+        self.threshold = config["threshold"]
+
+    def input_tensor(self, bitmaps):
+        return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"])
+
+    def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
+        """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
+        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, 28 * 28)
+        logits = batched(lambda rows: self.classifier(self.input_tensor(rows)), bitmaps, batch_size)
+        return torch.sigmoid(logits).numpy()
+
+    def save(self, path=MODEL_FILE):
+        with atomic_path(path) as temporary:
+            torch.save({"state_dict": self.classifier.state_dict(), "config": self.config}, temporary)
+
+
+def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5):
+    """The metadata saved beside the weights."""
+    return {"image_size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "threshold": threshold, "trainable_blocks": trainable_blocks, "weights": str(weights),
+            "categories": categories}
+
+
+def load_trained_model(path=MODEL_FILE):
+    """Load model_data/car_sketch_weights.pth on its own: no params.yaml or pretrained download needed."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"model file {path} not found: run `dvc repro` first to train it")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = checkpoint["config"]
+        classifier = CarSketchClassifier(mobilenet_v2().features, config["trainable_blocks"])
+        classifier.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:
+        raise PipelineError(f"{path} is not a car-sketch model saved by the train stage: "
+                            f"{str(error).splitlines()[0]}") from error
+    return TrainedModel(classifier, config)
