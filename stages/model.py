@@ -142,8 +142,8 @@ class TrainedModel:
         return torch.sigmoid(logits).numpy()
 
     def save(self, path=MODEL_FILE):
-        with atomic_path(path) as temporary:
-            torch.save({"state_dict": self.classifier.state_dict(), "config": self.config}, temporary)
+        with atomic_path(path) as temporary, open(temporary, "wb") as out:  # a file object keeps the archive's
+            torch.save({"state_dict": self.classifier.state_dict(), "config": self.config}, out)  # inner name fixed
 
 
 def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5):

@@ -1,0 +1,140 @@
+"""The classifier: frozen backbone, head shapes, weight sources and the cached-feature path."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import SHARED_DIR, make_bitmaps
+from stages import model as model_module
+from stages.errors import PipelineError
+from stages.featurize import featurize
+from stages.model import FEATURE_DIM, TrainedModel, build_classifier, load_trained_model, model_config
+from stages.sketch import to_model_input
+from stages.train import fit
+
+IMAGE_SIZE = 32
+
+
+def test_transform_makes_normalised_pseudo_rgb_of_the_requested_size():
+    bitmaps = np.zeros((2, 784), np.uint8)
+    bitmaps[1, :] = 255
+    images = to_model_input(bitmaps, 40)
+    assert images.shape == (2, 3, 40, 40) and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(images[0, :, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
+    assert torch.allclose(images[1, :, 5, 5], torch.tensor([0.515 / 0.229, 0.544 / 0.224, 0.594 / 0.225]))
+    assert torch.equal(to_model_input(bitmaps.reshape(2, 28, 28), 40), images)
+
+
+def test_head_shapes_and_frozen_backbone():
+    classifier = build_classifier("none")
+    assert [type(layer) for layer in classifier.head] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout,
+                                                          torch.nn.Linear]
+    assert classifier.head[0].in_features == FEATURE_DIM and classifier.head[-1].out_features == 1
+    assert classifier.head[2].p == 0.2
+    assert not any(p.requires_grad for p in classifier.frozen.parameters())
+    assert all(p.requires_grad for p in classifier.head.parameters())
+    classifier.train()
+    assert not classifier.frozen.training and classifier.head.training
+    logits = classifier(to_model_input(make_bitmaps("car", 3), IMAGE_SIZE))
+    assert logits.shape == (3,)
+
+
+def separable_features(classifier, rows=96, seed=0):
+    """Random frozen features of the right shape (random-init backbones output almost nothing) and labels."""
+    generator = torch.Generator().manual_seed(seed)
+    channels = FEATURE_DIM if not len(classifier.trainable) else classifier.trainable[0].conv[0][0].in_channels
+    shape = (rows, channels) if not len(classifier.trainable) else (rows, channels, 1, 1)
+    features = torch.randn(shape, generator=generator)
+    return features, (features.flatten(1)[:, 0] > 0).float()
+
+
+@pytest.mark.parametrize("trainable_blocks", [0, 2])
+def test_training_lowers_the_loss_and_trains_only_what_it_should(trainable_blocks):
+    classifier = build_classifier("none", trainable_blocks, seed=0)
+    frozen_before = {k: v.clone() for k, v in classifier.frozen.state_dict().items()}
+    trainable_before = [p.clone() for p in classifier.trainable.parameters()]
+    features, labels = separable_features(classifier)
+    log = fit(classifier, features, labels, epochs=10, batch_size=16, lr=1e-3, seed=0)
+    assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
+    assert all(torch.equal(v, frozen_before[k]) for k, v in classifier.frozen.state_dict().items())
+    assert all(not torch.equal(a, b) for a, b in zip(trainable_before, classifier.trainable.parameters()))
+
+
+def test_batchnorm_statistics_never_change_in_training_mode():
+    classifier = build_classifier("none", trainable_blocks=2).train()
+    statistics = {k: v.clone() for k, v in classifier.state_dict().items() if "running" in k}
+    logits = classifier(to_model_input(make_bitmaps("car", 8), IMAGE_SIZE) * 3)
+    logits.sum().backward()
+    assert all(torch.equal(classifier.state_dict()[k], v) for k, v in statistics.items())
+    assert classifier.frozen[0][0].weight.grad is None
+
+
+@pytest.mark.parametrize("trainable_blocks", [0, 1])
+def test_cached_features_give_the_full_models_output(trainable_blocks):
+    classifier = build_classifier("none", trainable_blocks)
+    bitmaps = make_bitmaps("car", 10)
+    features = featurize(classifier, bitmaps, IMAGE_SIZE)
+    with torch.inference_mode():
+        cached = classifier.forward_from_frozen(features)
+        full = classifier(to_model_input(bitmaps, IMAGE_SIZE))
+    assert features.shape[:2] == ((10, FEATURE_DIM) if trainable_blocks == 0 else (10, 320))
+    assert torch.allclose(cached, full, atol=1e-5)
+
+
+def test_training_is_deterministic_for_a_seed():
+    features, labels = separable_features(build_classifier("none"))
+    logs = [fit(build_classifier("none", seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
+    assert logs[0] == logs[1]
+
+
+def test_local_weights_file_loads(tmp_path):
+    reference = torchvision.models.mobilenet_v2()
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    classifier = build_classifier(tmp_path / "weights.pth")
+    assert torch.equal(classifier.frozen[0][0].weight, reference.features[0][0].weight)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineError, match="weights file .*nope.pth not found: set `weights` in params.yaml"):
+        build_classifier(tmp_path / "nope.pth")
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    (tmp_path / "text.pth").write_text("hello")
+    for name in ("other.pth", "text.pth"):
+        with pytest.raises(PipelineError, match=f"{name} is not a torchvision mobilenet_v2 state dict"):
+            build_classifier(tmp_path / name)
+
+
+def test_offline_imagenet_download_says_how_to_use_a_local_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(PipelineError, match="Offline\\? Set `weights` in params.yaml to a local state-dict file"):
+        build_classifier("imagenet")
+
+
+@pytest.mark.skipif(not (SHARED_DIR / "weights/mobilenet_v2_imagenet.pth").exists(), reason="no ../shared weights")
+def test_shared_imagenet_weights_load():
+    classifier = build_classifier(SHARED_DIR / "weights/mobilenet_v2_imagenet.pth")
+    assert len(classifier.frozen) == 19
+
+
+def test_saved_model_is_usable_alone(tmp_path):
+    classifier = build_classifier("none", trainable_blocks=1, seed=3)
+    config = model_config(IMAGE_SIZE, 1, "none", {"car": ["car"], "not_car": ["apple"]})
+    TrainedModel(classifier, config).save(tmp_path / "model.pth")
+    loaded = load_trained_model(tmp_path / "model.pth")
+    bitmaps = make_bitmaps("car", 5)
+    assert loaded.config == config
+    expected = torch.sigmoid(classifier.eval()(to_model_input(bitmaps, IMAGE_SIZE))).detach().numpy()
+    assert np.allclose(loaded.predict_proba(bitmaps), expected, atol=1e-6)
+
+
+def test_missing_model_file_says_run_dvc_repro(tmp_path):
+    with pytest.raises(PipelineError, match="run `dvc repro` first"):
+        load_trained_model(tmp_path / "missing.pth")

@@ -1,0 +1,89 @@
+"""featurize, train and evaluate stages run as the pipeline runs them, on tiny generated data."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_category_files
+from stages import evaluate, featurize, preprocess, train
+from stages.errors import PipelineError
+from stages.evaluate import per_category, classification_metrics
+from stages.files import load_npz, save_npz
+from stages.model import load_trained_model
+
+PARAMS = """
+categories: {car: [car, bus], not_car: [apple, tree]}
+test_size: 0.25
+seed: 0
+weights: none
+image_size: 32
+trainable_blocks: 0
+epochs: 2
+batch_size: 16
+lr: 0.001
+lr_schedule: cosine
+val_size: 0.2
+"""
+
+
+@pytest.fixture
+def trained_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40})
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    for stage in (preprocess, featurize, train, evaluate):
+        stage.main()
+    return tmp_path
+
+
+def test_stages_write_features_model_log_metrics_and_plots(trained_project):
+    assert load_npz("data/features/train.npz")["features"].shape == (120, 1280)
+    assert load_npz("data/features/test.npz")["features"].shape == (40, 1280)
+    model = load_trained_model("model_data/car_sketch_weights.pth")
+    assert model.config["image_size"] == 32 and model.config["categories"]["car"] == ["car", "bus"]
+    with open("metrics/train_log.csv") as log:
+        rows = list(csv.DictReader(log))
+    assert [row["epoch"] for row in rows] == ["1", "2"] and set(rows[0]) == {"epoch", "train_loss", "val_loss",
+                                                                               "val_accuracy"}
+    metrics = json.loads((trained_project / "metrics/metrics.json").read_text())
+    assert {"accuracy", "loss", "precision", "recall", "f1", "roc_auc"} <= set(metrics)
+    assert metrics["test_drawings"] == 40 and metrics["full_model_max_difference"] <= 1e-4
+    table = json.loads((trained_project / "metrics/per_category.json").read_text())
+    assert set(table) == {"car", "bus", "apple", "tree"} and table["tree"]["label"] == "not_car"
+    assert sum(entry["drawings"] for entry in table.values()) == 40
+    confusion = json.loads((trained_project / "metrics/plots/confusion.json").read_text())
+    assert len(confusion) == 40 and set(confusion[0]) == {"actual", "predicted"}
+    roc = json.loads((trained_project / "metrics/plots/roc.json").read_text())
+    assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}
+
+
+def test_training_twice_gives_the_same_model(trained_project):
+    first = (trained_project / "model_data/car_sketch_weights.pth").read_bytes()
+    train.main()
+    assert (trained_project / "model_data/car_sketch_weights.pth").read_bytes() == first
+
+
+def test_stale_features_are_caught_by_the_agreement_check(trained_project):
+    test = load_npz("data/features/test.npz")
+    save_npz("data/features/test.npz", features=test["features"] + 1.0)
+    with pytest.raises(PipelineError, match="the saved model and the cached features disagree"):
+        evaluate.main()
+
+
+def test_metrics_of_known_predictions():
+    y = np.array([1, 1, 0, 0])
+    probability = np.array([0.9, 0.4, 0.2, 0.6])
+    results = classification_metrics(y, probability, 0.5)
+    assert results["accuracy"] == 0.5 and results["precision"] == 0.5 and results["recall"] == 0.5
+    assert results["roc_auc"] == 0.75
+    assert results["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.4])))
+
+
+def test_per_category_table():
+    table = per_category(np.array(["car", "car", "apple"]), np.array([1, 1, 0]), np.array([0.9, 0.1, 0.7]), 0.5)
+    assert table == {
+        "apple": {"label": "not_car", "drawings": 1, "accuracy": 0.0, "predicted_car_share": 1.0},
+        "car": {"label": "car", "drawings": 2, "accuracy": 0.5, "predicted_car_share": 0.5},
+    }
