@@ -1,12 +1,12 @@
 """Shared test fixtures: tiny generated Quick, Draw!-style files and a real HTTP server on loopback."""
 
-import http.server
-import re
-import threading
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stages.mirror import MirrorHandler, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -36,62 +36,40 @@ def write_category_files(folder, sizes):
     return arrays
 
 
-class QuickDrawHandler(http.server.BaseHTTPRequestHandler):
-    """Serves files from server.folder, honouring Range unless told otherwise; can fail on purpose.
+class FaultyMirrorHandler(MirrorHandler):
+    """The mirror, recording each request and failing on purpose where server.faults says.
 
     server.faults maps a URL path to a list of faults, consumed one per request:
     'ignore_range' (answer 200 with the whole file), '500', and 'cut' (send half the body, then hang up).
     """
 
-    def log_message(self, *args):
-        pass
-
     def do_GET(self):
         self.server.requests.append((self.path, self.headers.get("Range")))
         faults = self.server.faults.get(self.path, [])
-        fault = faults.pop(0) if faults else None
-        path = self.server.folder / self.path.lstrip("/").replace("%20", " ")
-        if fault == "500":
+        self.fault = faults.pop(0) if faults else None
+        if self.fault == "500":
             self.send_error(500)
             return
-        if not path.is_file():
-            self.send_error(404)
+        if self.fault == "ignore_range":
+            del self.headers["Range"]
+        super().do_GET()
+
+    def copyfile(self, source, destination):
+        if self.fault == "cut":
+            length = self.byte_range[1] if self.byte_range else os.fstat(source.fileno()).st_size
+            destination.write(source.read(length // 2))
+            self.close_connection = True
             return
-        body = path.read_bytes()
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
-        if match and fault != "ignore_range":
-            start = int(match[1])
-            end = min(int(match[2]) if match[2] else len(body) - 1, len(body) - 1)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
-            body = body[start:end + 1]
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            if fault == "cut":
-                self.wfile.write(body[:len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client stopped reading once it had the rows it wanted
+        super().copyfile(source, destination)
 
 
 @pytest.fixture
 def quickdraw_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving tmp_path/'mirror'; yields it (with .url, .folder, .faults)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuickDrawHandler)
-    server.daemon_threads = True
-    server.folder = tmp_path / "mirror"
-    server.folder.mkdir()
-    server.faults = {}
-    server.requests = []
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    server = serve(folder, handler=FaultyMirrorHandler)
+    server.folder, server.faults, server.requests = folder, {}, []
     yield server
     server.shutdown()
     server.server_close()
