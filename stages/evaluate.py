@@ -16,9 +16,10 @@ from stages.model import batched, load_trained_model
 from stages.paths import FEATURES_DIR, METRICS_FILE, MODEL_FILE, PER_CATEGORY_FILE, PLOTS_DIR, PROCESSED_DIR
 from stages.preprocess import LABEL_NAMES
 
-# Test drawings re-run through the full model to check the cached-feature path.
-AGREEMENT_SAMPLE = 512
-AGREEMENT_TOLERANCE = 1e-4
+# Test drawings re-run through the full model to check the cached-feature path; the probabilities
+# may differ by float rounding (more so when ONNX Runtime made the features), never by more.
+AGREEMENT_SAMPLE = 256
+AGREEMENT_TOLERANCE = 1e-3
 # Points kept in the precision-recall plot (the curve has one per distinct score).
 PLOT_POINTS = 500
 

@@ -82,6 +82,21 @@ def test_cached_features_give_the_full_models_output(trainable_blocks):
     assert torch.allclose(cached, full, atol=1e-5)
 
 
+@pytest.mark.parametrize("trainable_blocks", [0, 1])
+def test_onnxruntime_features_match_torch(trainable_blocks):
+    classifier = build_classifier("none", trainable_blocks)
+    bitmaps = make_bitmaps("other", 10)
+    by_torch = featurize(classifier, bitmaps, IMAGE_SIZE, "torch")
+    by_onnxruntime = featurize(classifier, bitmaps, IMAGE_SIZE, "onnxruntime")
+    assert by_onnxruntime.shape == by_torch.shape
+    assert torch.allclose(by_onnxruntime, by_torch, rtol=1e-3, atol=1e-5 * by_torch.abs().max().item())
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(PipelineError, match="featurize_engine must be one of onnxruntime, torch, not 'tpu'"):
+        featurize(build_classifier("none"), make_bitmaps("car", 2), IMAGE_SIZE, "tpu")
+
+
 def test_training_is_deterministic_for_a_seed():
     features, labels = separable_features(build_classifier("none"))
     logs = [fit(build_classifier("none", seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
