@@ -164,6 +164,6 @@ def load_trained_model(path=MODEL_FILE):
         classifier = CarSketchClassifier(mobilenet_v2().features, config["trainable_blocks"])
         classifier.load_state_dict(checkpoint["state_dict"])
     except Exception as error:
-        raise PipelineError(f"{path} is not a car-sketch model saved by the train stage: "
-                            f"{str(error).splitlines()[0]}") from error
+        raise PipelineError(f"{path} is not a car-sketch model saved by the train stage "
+                            f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
     return TrainedModel(classifier, config)

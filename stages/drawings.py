@@ -1,0 +1,225 @@
+"""Turning user inputs (images, .npy bitmaps, Quick, Draw! strokes) into the bitmaps the model was trained on.
+
+The model only ever saw Google's numpy_bitmap files: uint8 28x28, ink 255 on black 0. Google rendered them
+from the simplified strokes (0-255, the longer side spanning 0..255) with cairo in a 304-unit frame: the
+drawing's bounding box centred in a 256-unit square, then 16 units of padding and half a line each side
+(16 + 16 + 16 = 48), lines 16 units wide with round caps and joins, anti-aliased straight at 28x28
+(github.com/googlecreativelab/quickdraw-dataset/issues/19). Both renderers here copy that geometry on a
+canvas SUPERSAMPLE times finer, whose box-filtered reduction stands in for cairo's anti-aliasing.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+from scipy import ndimage
+
+from stages.errors import PipelineError
+from stages.sketch import BITMAP_SIDE
+
+DRAWING_UNITS = 255  # a simplified drawing's longer side, between the centres of its outermost lines
+LINE_UNITS = 16
+PADDING_UNITS = 16
+FRAME_UNITS = 256 + 2 * PADDING_UNITS + LINE_UNITS
+# 19 makes the line exactly 28 canvas pixels wide: on a real drawing this renderer then differs from its
+# numpy_bitmap row by about 1.4 grey levels per pixel on average (8 gives 3).
+SUPERSAMPLE = 19
+CANVAS_SIDE = BITMAP_SIDE * SUPERSAMPLE
+PX_PER_UNIT = CANVAS_SIDE / FRAME_UNITS
+LINE_PX = LINE_UNITS * PX_PER_UNIT
+# An image's ink must stand this far (of 255) from its paper to count as a drawing.
+MIN_CONTRAST = 32
+# Where an image's ink reaches this share of its strongest, it is line rather than anti-aliasing or noise.
+LINE_LEVEL = 0.5
+
+
+def _reduce(canvas):
+    """The canvas box-filtered down to a 28x28 uint8 bitmap."""
+    return np.asarray(canvas.reduce(SUPERSAMPLE), dtype=np.uint8)
+
+
+def _strokes(drawing):
+    """A drawing's strokes as (2, n) float arrays of x and y; a raw drawing's third row (times) is dropped."""
+    try:
+        strokes = [np.asarray(stroke, dtype=float)[:2] for stroke in drawing]
+        well_formed = all(stroke.ndim == 2 and len(stroke) == 2 and np.isfinite(stroke).all() for stroke in strokes)
+    except (TypeError, ValueError, IndexError):
+        well_formed = False
+    if not well_formed:
+        raise PipelineError('malformed drawing: expected strokes like [[x, ...], [y, ...]]')
+    if not sum(stroke.shape[1] for stroke in strokes):
+        raise PipelineError("empty drawing (no points)")
+    return strokes
+
+
+def strokes_to_bitmap(drawing):
+    """Rasterise a drawing's strokes, [[[x, ...], [y, ...]], ...], the way Google made the numpy_bitmap files.
+
+    The longer side is scaled to span 255 units first, as Google's simplification did: simplified drawings
+    are left as they are, and raw ones (in screen pixels) come out as their simplified version would.
+    """
+    strokes = _strokes(drawing)
+    points = np.concatenate(strokes, axis=1)
+    low, high = points.min(axis=1, keepdims=True), points.max(axis=1, keepdims=True)
+    scale = DRAWING_UNITS / max((high - low).max(), 1) * PX_PER_UNIT
+    offset = CANVAS_SIDE / 2 - (low + high) / 2 * scale
+    canvas = Image.new("L", (CANVAS_SIDE, CANVAS_SIDE))
+    draw = ImageDraw.Draw(canvas)
+    radius = LINE_PX / 2
+    for stroke in strokes:
+        xy = list(map(tuple, (stroke * scale + offset).T))
+        draw.line(xy, fill=255, width=round(LINE_PX))
+        for x, y in xy:  # round caps and joins
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
+    return _reduce(canvas)
+
+
+def load_image(path):
+    """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright."""
+    try:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image)
+    except Image.UnidentifiedImageError:
+        raise PipelineError("not an image file (not in any format Pillow reads)") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise PipelineError(f"not a readable image ({error})") from None
+
+
+def _ink(image):
+    """The image's ink as floats 0..1, bright on black, whether it is dark on light paper or light on dark.
+
+    An image with transparent pixels was drawn on a transparent layer: its opacity is the ink. Otherwise the
+    paper is the median of the border pixels, and ink is how far a pixel stands from the paper.
+    """
+    grey = image.convert("L")
+    if image.has_transparency_data:
+        alpha = image.convert("RGBA").getchannel("A")
+        grey = alpha if alpha.getextrema()[0] < 255 else grey
+    grey = np.asarray(grey, dtype=np.float32)
+    paper = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    ink = np.clip(paper - grey if paper > 127.5 else grey - paper, 0, None)
+    if ink.max() < MIN_CONTRAST:
+        raise PipelineError("empty drawing (blank image)")
+    return ink / ink.max()
+
+
+def _stroke_width(lines):
+    """The lines' typical width in pixels: twice their area over their outline (exact for long strokes)."""
+    padded = np.pad(lines, 1)
+    inside = lines & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return 2 * lines.sum() / (lines.sum() - inside.sum())
+
+
+def image_to_bitmap(image):
+    """The drawing in an image (a PIL image or a file, any size, either polarity) as a 28x28 dataset bitmap.
+
+    It is cropped to its ink and scaled, keeping its aspect ratio, to where the dataset's drawings sit.
+    Lines thinner than the dataset's are redrawn at its width: a fine pen scaled down to 28 px would
+    otherwise fade to faint grey, which the model never saw.
+    """
+    if not isinstance(image, Image.Image):
+        image = load_image(image)
+    ink = _ink(image)
+    rows, cols = np.nonzero(ink >= LINE_LEVEL)
+    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    lines = ink >= LINE_LEVEL
+    stroke, longer = _stroke_width(lines), max(ink.shape)
+    # Put the outermost lines' centres 255 units apart, as in the dataset; lines already at least as bold
+    # as the dataset's (or filled shapes) fit the whole ink box to the dataset's instead.
+    scale = DRAWING_UNITS * PX_PER_UNIT / max(longer - stroke, 1)
+    thin = stroke * scale < LINE_PX
+    if not thin:
+        scale = (DRAWING_UNITS + LINE_UNITS) * PX_PER_UNIT / longer
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    # BOX treats a pixel as a square of ink, so it neither blurs nor drops anything; and so a thin line marks
+    # every canvas pixel it touches, however faintly, which _widen then takes as line.
+    drawing = Image.fromarray(np.uint8(255 * (lines if thin else ink))).resize(size, Image.Resampling.BOX)
+    canvas = Image.new("L", (CANVAS_SIDE, CANVAS_SIDE))
+    canvas.paste(drawing, ((CANVAS_SIDE - size[0]) // 2, (CANVAS_SIDE - size[1]) // 2))
+    return _reduce(_widen(canvas) if thin else canvas)
+
+
+def _widen(canvas):
+    """The canvas's lines redrawn at the dataset's width, round-ended: ink wherever a line is within reach."""
+    lines = np.asarray(canvas) > 0
+    reach = max(0, LINE_PX - _stroke_width(lines)) / 2
+    return Image.fromarray(np.uint8(255) * (ndimage.distance_transform_edt(~lines) <= reach))
+
+
+def read_npy_bitmaps(path):
+    """The bitmaps in an .npy file as (N, 28, 28) uint8: Google's (N, 784) rows, or (N, 28, 28)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"not a readable .npy file ({error})") from None
+    if array.ndim not in (2, 3) or array.shape[1:] not in ((784,), (BITMAP_SIDE, BITMAP_SIDE)):
+        raise PipelineError(f"expected bitmaps of shape (N, 784) or (N, 28, 28), not {array.shape}")
+    if array.dtype != np.uint8:
+        raise PipelineError(f"expected uint8 bitmaps (0 to 255), not {array.dtype}: save them with .astype(np.uint8)")
+    return array.reshape(-1, BITMAP_SIDE, BITMAP_SIDE)
+
+
+def _ndjson_drawing(line):
+    """The strokes of one line of a Quick, Draw! .ndjson file."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"malformed JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict) or "drawing" not in record:
+        raise PipelineError('malformed line: expected a JSON object with a "drawing" field')
+    return record["drawing"]
+
+
+def read_ndjson(path):
+    """Each drawing of a Quick, Draw! .ndjson file as (line number, bitmap), and each bad line as (line, why)."""
+    drawings, problems = [], []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        drawings.append((number, strokes_to_bitmap(_ndjson_drawing(line))))
+                    except PipelineError as error:
+                        problems.append((number, str(error)))
+    except OSError as error:
+        raise PipelineError(f"cannot read it ({error.strerror})") from None
+    return drawings, problems
+
+
+def _npy_drawings(path):
+    bitmaps = read_npy_bitmaps(path)
+    drawn = bitmaps.any(axis=(1, 2))
+    return ([(row, bitmap) for row, bitmap in enumerate(bitmaps) if drawn[row]],
+            [(int(row), "empty drawing (blank bitmap)") for row in np.flatnonzero(~drawn)])
+
+
+def _image_drawings(path):
+    return [(None, image_to_bitmap(path))], []
+
+
+_READERS = {".npy": _npy_drawings, ".ndjson": read_ndjson, ".jsonl": read_ndjson}
+
+
+def drawing_name(path, index):
+    """How messages and tables name a drawing: 'file', 'file row 3' (.npy, from 0) or 'file line 3' (from 1)."""
+    if index is None:
+        return str(path)
+    return f"{path} {'row' if Path(path).suffix.lower() == '.npy' else 'line'} {index}"
+
+
+def read_drawings(path):
+    """Every drawing in an image, .npy or .ndjson file: ([(index, bitmap)], [message for each unusable one]).
+
+    The index is None for an image, the row of an .npy file (from 0, as numpy counts) and the line of an
+    .ndjson file (from 1, as editors count). Each message names the file and the row or line.
+    """
+    path = Path(path)
+    reader = _READERS.get(path.suffix.lower(), _image_drawings)
+    try:
+        if not path.is_file():
+            raise PipelineError("no such file")
+        drawings, problems = reader(path)
+    except PipelineError as error:
+        return [], [f"{path}: {error}"]
+    return drawings, [f"{drawing_name(path, index)}: {problem}" for index, problem in problems]
