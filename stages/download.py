@@ -102,7 +102,10 @@ def _full_size(response):
 
 
 def _fetch_http(session, url, destination, max_rows, bar, stats):
-    """One attempt at fetching `url` over HTTP(S), with a Range request when max_rows is set."""
+    """One attempt at fetching `url` over HTTP(S), with a Range request when max_rows is set.
+
+    `session` is a requests.Session, or the requests module itself for one-off connections.
+    """
     range_end = HEADER_GUESS_BYTES + max_rows * ROW_BYTES if max_rows is not None else None
     while True:
         headers = {"Range": f"bytes=0-{range_end - 1}"} if range_end is not None else {}
@@ -182,7 +185,7 @@ def fetch_category(base_url, category, destination, max_rows=None, session=None,
                 if kind == "file":
                     rows = _fetch_local(location, partial, max_rows, bar, stats)
                 else:
-                    rows = _fetch_http(session or requests.Session(), location, partial, max_rows, bar, stats)
+                    rows = _fetch_http(session or requests, location, partial, max_rows, bar, stats)
                 break
             except TransientError as error:
                 if attempt == retries:

@@ -7,10 +7,10 @@ class PipelineError(Exception):
     """A problem the user can fix (bad params, unreachable data, missing files); the message says how."""
 
 
-def run_main(main, argv=None):
+def run_main(main):
     """Run a stage's main(); a PipelineError becomes one line on stderr and exit status 1."""
     try:
-        return main(*([argv] if argv is not None else []))
+        return main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -103,7 +103,7 @@ def test_bad_inputs_get_a_line_each_and_the_rest_is_still_classified(model_path,
 
 def test_a_missing_model_says_to_run_dvc_repro(inputs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_main(predict.main, ["--model", str(tmp_path / "none.pth"), *map(str, inputs)])
+        run_main(lambda: predict.main(["--model", str(tmp_path / "none.pth"), *map(str, inputs)]))
     assert exit_info.value.code == 1
     output = capsys.readouterr()
     assert output.out == "" and output.err.splitlines() == [
