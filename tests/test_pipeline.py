@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -10,17 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
+from bench.run import COMMAND_ENV, make_project
 from conftest import REPO_ROOT, write_category_files
-
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".gitignore", "stages"]
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com", "DVC_NO_ANALYTICS": "1"}
-
 
 def run(project, *command):
     if command[0] == "dvc":
         command = (sys.executable, "-m", "dvc", *command[1:])
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, **GIT_IDENTITY})
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, **COMMAND_ENV})
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -31,20 +26,10 @@ def project(tmp_path, quickdraw_server):
     write_category_files(quickdraw_server.folder, {"car": 60, "bus": 60, "apple": 60, "tree": 60, "cloud": 60})
     project = tmp_path / "project"
     project.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, project / name)
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params.update(base_url=quickdraw_server.url, max_per_category=40, weights="none", image_size=32, epochs=1,
                   categories={"car": ["car", "bus"], "not_car": ["apple", "tree", "cloud"]})
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    run(project, "git", "init", "-q")
-    run(project, "dvc", "init", "-q")
-    run(project, "git", "add", "-A")
-    run(project, "git", "commit", "-qm", "project")
+    make_project(project, params)
     return project
 
 
