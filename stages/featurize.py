@@ -46,6 +46,8 @@ def onnxruntime_session(classifier, image_size):
                           dynamo=False)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # Idle threads sleep rather than spin: spinning next to torch's own pool (or on a busy machine) starves both.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model.getvalue(), options, providers=["CPUExecutionProvider"])
 
 

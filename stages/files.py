@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.errors import PipelineError
+
 # A fixed timestamp inside .npz archives, so that the same arrays give byte-identical files.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _UMASK = os.umask(0o022)
@@ -42,8 +44,11 @@ def save_npz(path, **arrays):
 
 def load_npz(path):
     """Load every array of an .npz into a dict (no pickles)."""
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
 
 
 def save_json(path, data):

@@ -73,6 +73,13 @@ def test_stale_features_are_caught_by_the_agreement_check(trained_project):
         evaluate.main()
 
 
+def test_a_stage_run_before_its_inputs_exist_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    with pytest.raises(PipelineError, match=r"data/processed/train.npz is missing: run the stages before this one"):
+        featurize.main()
+
+
 def test_metrics_of_known_predictions():
     y = np.array([1, 1, 0, 0])
     probability = np.array([0.9, 0.4, 0.2, 0.6])
