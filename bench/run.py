@@ -44,6 +44,7 @@ from stages.featurize import ENGINES, feature_function  # noqa: E402
 from stages.files import load_npz  # noqa: E402
 from stages.mirror import serve  # noqa: E402
 from stages.model import INFERENCE_BATCH, batched, build_classifier  # noqa: E402
+from stages.paths import DOWNLOAD_REPORT, METRICS_FILE, PER_CATEGORY_FILE, PROCESSED_DIR, TRAIN_METRICS  # noqa: E402
 from stages.sketch import to_model_input  # noqa: E402
 from stages.train import fit  # noqa: E402
 
@@ -200,10 +201,10 @@ def read_json(path):
 
 def model_metrics(project):
     """The metrics the pipeline wrote: test metrics, the final training loss and the per-category table."""
-    test = read_json(project / "metrics/metrics.json")
+    test = read_json(project / METRICS_FILE)
     return {"test": {name: test[name] for name in TEST_METRICS},
-            "train_loss": read_json(project / "metrics/train.json")["train_loss"],
-            "per_category": read_json(project / "metrics/per_category.json")}
+            "train_loss": read_json(project / TRAIN_METRICS)["train_loss"],
+            "per_category": read_json(project / PER_CATEGORY_FILE)}
 
 
 # --- the pipeline under dvc --------------------------------------------------------------------------
@@ -325,8 +326,8 @@ def training_seconds(classifier, bitmaps, labels, image_size, params, repeats):
 def bench_models(project, params, settings):
     """Featurize throughput and training time per image size, on real drawings from the project's split."""
     classifier = build_classifier(params["weights"], params["trainable_blocks"], params["seed"])
-    test_bitmaps = load_npz(project / "data/processed/test.npz")["x"][:settings.drawings]
-    train = load_npz(project / "data/processed/train.npz")
+    test_bitmaps = load_npz(project / PROCESSED_DIR / "test.npz")["x"][:settings.drawings]
+    train = load_npz(project / PROCESSED_DIR / "train.npz")
     train_bitmaps = train["x"][:settings.drawings]
     train_labels = torch.from_numpy(train["y"][:settings.drawings].astype(np.float32))
     featurize, training = [], []
@@ -519,7 +520,7 @@ def main(argv=None):
         make_project(project, params)
         say(f"project in {project}, drawings served at {server.url}")
         pipeline = bench_pipeline(project)
-        download = download_volume(read_json(project / "metrics/download.json"), DRAWINGS_DIR)
+        download = download_volume(read_json(project / DOWNLOAD_REPORT), DRAWINGS_DIR)
         models = bench_models(project, params, settings)
     report = {"machine": {**machine, "load_average_end": os.getloadavg()[0]},
               "settings": {"quick": args.quick, "repeats": settings.repeats, "drawings": settings.drawings,

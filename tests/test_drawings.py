@@ -1,16 +1,16 @@
 """Turning images, .npy bitmaps and Quick, Draw! strokes into the dataset's 28x28 bitmaps."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import SHARED_DIR
 from stages.drawings import image_to_bitmap, read_drawings, read_ndjson, read_npy_bitmaps, strokes_to_bitmap
 from stages.errors import PipelineError
 
-NUMPY_BITMAP_DIR = Path(__file__).resolve().parents[2] / "shared" / "quickdraw" / "numpy_bitmap"
+NUMPY_BITMAP_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
 needs_real_data = pytest.mark.skipif(not NUMPY_BITMAP_DIR.is_dir(), reason=f"{NUMPY_BITMAP_DIR} not found")
 
 HORIZONTAL_LINE = [[[0, 255], [0, 0]]]

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from conftest import REPO_ROOT
 from stages import predict
 from stages.errors import PipelineError, run_main
 from stages.model import TrainedModel, build_classifier, model_config
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
