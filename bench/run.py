@@ -41,11 +41,11 @@ if str(REPO_ROOT) not in sys.path:  # run as `python bench/run.py`, the project'
 
 from stages.download import ROW_BYTES, parse_npy_header  # noqa: E402
 from stages.featurize import ENGINES, feature_function  # noqa: E402
-from stages.files import load_npz  # noqa: E402
-from stages.mirror import serve  # noqa: E402
-from stages.model import INFERENCE_BATCH, batched, build_classifier  # noqa: E402
-from stages.paths import DOWNLOAD_REPORT, METRICS_FILE, PER_CATEGORY_FILE, PROCESSED_DIR, TRAIN_METRICS  # noqa: E402
-from stages.sketch import to_model_input  # noqa: E402
+from carsketch.files import load_npz  # noqa: E402
+from carsketch.mirror import serve  # noqa: E402
+from carsketch.model import INFERENCE_BATCH, batched, build_classifier  # noqa: E402
+from carsketch.paths import DOWNLOAD_REPORT, METRICS_FILE, PER_CATEGORY_FILE, PROCESSED_DIR, TRAIN_METRICS  # noqa: E402
+from carsketch.sketch import to_model_input  # noqa: E402
 from stages.train import fit  # noqa: E402
 
 SHARED_DIR = REPO_ROOT.parent / "shared"

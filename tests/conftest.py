@@ -5,11 +5,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
+from torchvision.models import mobilenet_v2
 
-from stages.mirror import MirrorHandler, serve
+from carsketch.mirror import MirrorHandler, serve
+from carsketch.paths import BACKBONE_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def write_params(folder: Path, **overrides) -> dict:
+    """params.yaml in `folder`: the project's own, with `overrides`; returns what it wrote."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params.update(overrides)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory) -> Path:
+    """A mobilenet_v2 state dict with random (seeded) weights: a stand-in for ImageNet's in tests."""
+    path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.pth"
+    torch.manual_seed(0)
+    torch.save(mobilenet_v2().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def backbone_file(tmp_path, random_weights) -> Path:
+    """The weights stage's output in a project at tmp_path, as if `dvc repro weights` had run."""
+    path = tmp_path / BACKBONE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random_weights.read_bytes())
+    return path
 
 
 def make_bitmaps(kind, rows, seed=0):

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_category_files
+from carsketch.download import fetch_category
+from carsketch.quickdraw import BITMAP_PIXELS as ROW_BYTES
+from conftest import write_category_files, write_params
 from stages import download
-from stages.download import ROW_BYTES, fetch_category
-from stages.errors import PipelineError
+from carsketch.errors import PipelineError
 
 FAST = {"retries": 2, "backoff_s": 0.01}
 
@@ -112,8 +113,8 @@ def test_truncated_local_file_is_an_error(served, tmp_path):
 
 def test_main_downloads_every_category_and_reports_bytes(served, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(
-        f"base_url: {served.url}\ncategories: {{car: [car], not_car: [pickup truck]}}\nmax_per_category: 20\n")
+    write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]},
+                 max_per_category=20)
     download.main()
     assert np.load("data/raw/car.npy").shape == (20, 784)
     assert np.load("data/raw/pickup truck.npy").shape == (20, 784)
@@ -124,8 +125,8 @@ def test_main_downloads_every_category_and_reports_bytes(served, tmp_path, monke
 
 def test_bad_category_fails_before_any_download(served, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(
-        f"base_url: {served.url}\ncategories: {{car: [car, firetruk], not_car: [apple]}}\nmax_per_category: 5\n")
+    write_params(tmp_path, base_url=served.url, categories={"car": ["car", "firetruk"], "not_car": ["apple"]},
+                 max_per_category=5)
     with pytest.raises(PipelineError, match="'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'"):
         download.main()
     assert served.requests == []

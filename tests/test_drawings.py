@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import SHARED_DIR
-from stages.drawings import image_to_bitmap, read_drawings, read_ndjson, read_npy_bitmaps, strokes_to_bitmap
-from stages.errors import PipelineError
+from carsketch.drawings import image_to_bitmap, read_drawings, read_ndjson, read_npy_bitmaps, strokes_to_bitmap
+from carsketch.errors import PipelineError
 
 NUMPY_BITMAP_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
 needs_real_data = pytest.mark.skipif(not NUMPY_BITMAP_DIR.is_dir(), reason=f"{NUMPY_BITMAP_DIR} not found")

@@ -10,7 +10,7 @@ from conftest import REPO_ROOT
 
 def test_mirror_command_serves_ranges_like_the_bucket(tmp_path):
     (tmp_path / "flip flops.npy").write_bytes(bytes(range(256)) * 4)
-    server = subprocess.Popen([sys.executable, "-u", "-m", "stages.mirror", str(tmp_path), "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-u", "-m", "carsketch", "mirror", str(tmp_path), "--port", "0"],
                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().split(" at ")[1].split()[0]

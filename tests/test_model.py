@@ -6,12 +6,12 @@ import torch
 import torchvision
 
 from conftest import SHARED_DIR, make_bitmaps
-from stages import model as model_module
-from stages.errors import PipelineError
-from stages.featurize import featurize
-from stages.model import FEATURE_DIM, TrainedModel, build_classifier, load_trained_model, model_config
-from stages.sketch import to_model_input
-from stages.train import fit
+from carsketch import model as model_module
+from carsketch.errors import PipelineError
+from carsketch.features import featurize, featurize_to_file, feature_function
+from carsketch.model import FEATURE_DIM, fetch_backbone_weights, TrainedModel, build_classifier, load_trained_model, model_config
+from carsketch.sketch import to_model_input
+from carsketch.training import fit
 
 IMAGE_SIZE = 32
 
@@ -27,7 +27,7 @@ def test_transform_makes_normalised_pseudo_rgb_of_the_requested_size():
 
 
 def test_head_shapes_and_frozen_backbone():
-    classifier = build_classifier("none")
+    classifier = build_classifier(None)
     assert [type(layer) for layer in classifier.head] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout,
                                                           torch.nn.Linear]
     assert classifier.head[0].in_features == FEATURE_DIM and classifier.head[-1].out_features == 1
@@ -46,12 +46,12 @@ def separable_features(classifier, rows=96, seed=0):
     channels = FEATURE_DIM if not len(classifier.trainable) else classifier.trainable[0].conv[0][0].in_channels
     shape = (rows, channels) if not len(classifier.trainable) else (rows, channels, 1, 1)
     features = torch.randn(shape, generator=generator)
-    return features, (features.flatten(1)[:, 0] > 0).float()
+    return features.numpy(), (features.flatten(1)[:, 0] > 0).float().numpy()
 
 
 @pytest.mark.parametrize("trainable_blocks", [0, 2])
 def test_training_lowers_the_loss_and_trains_only_what_it_should(trainable_blocks):
-    classifier = build_classifier("none", trainable_blocks, seed=0)
+    classifier = build_classifier(None, trainable_blocks, seed=0)
     frozen_before = {k: v.clone() for k, v in classifier.frozen.state_dict().items()}
     trainable_before = [p.clone() for p in classifier.trainable.parameters()]
     features, labels = separable_features(classifier)
@@ -62,7 +62,7 @@ def test_training_lowers_the_loss_and_trains_only_what_it_should(trainable_block
 
 
 def test_batchnorm_statistics_never_change_in_training_mode():
-    classifier = build_classifier("none", trainable_blocks=2).train()
+    classifier = build_classifier(None, trainable_blocks=2).train()
     statistics = {k: v.clone() for k, v in classifier.state_dict().items() if "running" in k}
     logits = classifier(to_model_input(make_bitmaps("car", 8), IMAGE_SIZE) * 3)
     logits.sum().backward()
@@ -72,7 +72,7 @@ def test_batchnorm_statistics_never_change_in_training_mode():
 
 @pytest.mark.parametrize("trainable_blocks", [0, 1])
 def test_cached_features_give_the_full_models_output(trainable_blocks):
-    classifier = build_classifier("none", trainable_blocks)
+    classifier = build_classifier(None, trainable_blocks)
     bitmaps = make_bitmaps("car", 10)
     features = featurize(classifier, bitmaps, IMAGE_SIZE)
     with torch.inference_mode():
@@ -84,7 +84,7 @@ def test_cached_features_give_the_full_models_output(trainable_blocks):
 
 @pytest.mark.parametrize("trainable_blocks", [0, 1])
 def test_onnxruntime_features_match_torch(trainable_blocks):
-    classifier = build_classifier("none", trainable_blocks)
+    classifier = build_classifier(None, trainable_blocks)
     bitmaps = make_bitmaps("other", 10)
     by_torch = featurize(classifier, bitmaps, IMAGE_SIZE, "torch")
     by_onnxruntime = featurize(classifier, bitmaps, IMAGE_SIZE, "onnxruntime")
@@ -92,14 +92,19 @@ def test_onnxruntime_features_match_torch(trainable_blocks):
     assert torch.allclose(by_onnxruntime, by_torch, rtol=1e-3, atol=1e-5 * by_torch.abs().max().item())
 
 
-def test_unknown_engine_is_a_clear_error():
-    with pytest.raises(PipelineError, match="featurize_engine must be one of onnxruntime, torch, not 'tpu'"):
-        featurize(build_classifier("none"), make_bitmaps("car", 2), IMAGE_SIZE, "tpu")
+def test_featurize_to_file_streams_batches_into_an_npy(tmp_path):
+    classifier = build_classifier(None)
+    bitmaps = make_bitmaps("car", 7)
+    featurize_to_file(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps, tmp_path / "f.npy", batch_size=3)
+    stored = np.load(tmp_path / "f.npy")
+    assert stored.dtype == np.float32 and stored.shape == (7, FEATURE_DIM)
+    assert np.allclose(stored, featurize(classifier, bitmaps, IMAGE_SIZE).numpy(), atol=1e-6)
+    assert [path.name for path in tmp_path.iterdir()] == ["f.npy"]
 
 
 def test_training_is_deterministic_for_a_seed():
-    features, labels = separable_features(build_classifier("none"))
-    logs = [fit(build_classifier("none", seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
+    features, labels = separable_features(build_classifier(None))
+    logs = [fit(build_classifier(None, seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
     assert logs[0] == logs[1]
 
 
@@ -111,8 +116,19 @@ def test_local_weights_file_loads(tmp_path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(PipelineError, match="weights file .*nope.pth not found: set `weights` in params.yaml"):
+    with pytest.raises(PipelineError, match="weights file .*nope.pth not found: run `dvc repro weights` first"):
         build_classifier(tmp_path / "nope.pth")
+
+
+def test_fetching_weights_copies_and_checks_a_local_file(tmp_path):
+    reference = torchvision.models.mobilenet_v2()
+    torch.save(reference.state_dict(), tmp_path / "weights.pth")
+    fetch_backbone_weights(str(tmp_path / "weights.pth"), tmp_path / "out/backbone.pth")
+    assert (tmp_path / "out/backbone.pth").read_bytes() == (tmp_path / "weights.pth").read_bytes()
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(PipelineError, match="other.pth is not a torchvision mobilenet_v2 state dict"):
+        fetch_backbone_weights(str(tmp_path / "other.pth"), tmp_path / "out/other.pth")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["backbone.pth"]
 
 
 def test_wrong_weights_file_is_a_clear_error(tmp_path):
@@ -123,14 +139,17 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
             build_classifier(tmp_path / name)
 
 
-def test_offline_imagenet_download_says_how_to_use_a_local_file(monkeypatch):
-    def offline(*args, **kwargs):
-        raise OSError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+def test_an_unreachable_weights_url_says_how_to_use_a_local_file(tmp_path, quickdraw_server):
+    url = f"{quickdraw_server.url}/mobilenet_v2.pth"  # a real server on loopback, without that file
     with pytest.raises(PipelineError, match="Offline\\? Set `weights` in params.yaml to a local state-dict file"):
-        build_classifier("imagenet")
+        fetch_backbone_weights(url, tmp_path / "backbone.pth")
+    assert list(tmp_path.glob("backbone*")) == []
+
+
+def test_weights_are_fetched_over_http(tmp_path, quickdraw_server, random_weights):
+    (quickdraw_server.folder / "w.pth").write_bytes(random_weights.read_bytes())
+    fetch_backbone_weights(f"{quickdraw_server.url}/w.pth", tmp_path / "backbone.pth")
+    assert (tmp_path / "backbone.pth").read_bytes() == random_weights.read_bytes()
 
 
 @pytest.mark.skipif(not (SHARED_DIR / "weights/mobilenet_v2_imagenet.pth").exists(), reason="no ../shared weights")
@@ -140,8 +159,8 @@ def test_shared_imagenet_weights_load():
 
 
 def test_saved_model_is_usable_alone(tmp_path):
-    classifier = build_classifier("none", trainable_blocks=1, seed=3)
-    config = model_config(IMAGE_SIZE, 1, "none", {"car": ["car"], "not_car": ["apple"]})
+    classifier = build_classifier(None, trainable_blocks=1, seed=3)
+    config = model_config(IMAGE_SIZE, 1, "random", {"car": ["car"], "not_car": ["apple"]})
     TrainedModel(classifier, config).save(tmp_path / "model.pth")
     loaded = load_trained_model(tmp_path / "model.pth")
     bitmaps = make_bitmaps("car", 5)

@@ -10,18 +10,19 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import REPO_ROOT
-from stages import predict
-from stages.errors import PipelineError, run_main
-from stages.model import TrainedModel, build_classifier, model_config
+from carsketch import predict
+from carsketch.cli import main as carsketch_main
+from carsketch.errors import PipelineError
+from carsketch.model import TrainedModel, build_classifier, model_config
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A tiny untrained model (random weights, 32 px input): enough to run the whole path quickly."""
     path = tmp_path_factory.mktemp("model") / "m.pth"
-    config = model_config(image_size=32, trainable_blocks=0, weights="none",
+    config = model_config(image_size=32, trainable_blocks=0, weights="random",
                           categories={"car": ["car"], "not_car": ["apple"]})
-    TrainedModel(build_classifier("none"), config).save(path)
+    TrainedModel(build_classifier(None), config).save(path)
     return path
 
 
@@ -41,7 +42,7 @@ def inputs(tmp_path):
 
 
 def run_predict(*args):
-    return subprocess.run([sys.executable, "-m", "stages.predict", *map(str, args)], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "carsketch", "predict", *map(str, args)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -70,7 +71,7 @@ def test_threshold_overrides_the_models(model_path, inputs, threshold, label):
 
 
 def test_the_table_names_each_drawing(model_path, inputs, capsys):
-    assert predict.main([*map(str, inputs[1:]), "--model", str(model_path)]) == 0
+    assert carsketch_main(["predict", *map(str, inputs[1:]), "--model", str(model_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["input", "P(car)", "label"]
     assert [line.rsplit(maxsplit=2)[0] for line in lines[1:]] == [
@@ -102,7 +103,7 @@ def test_bad_inputs_get_a_line_each_and_the_rest_is_still_classified(model_path,
 
 def test_a_missing_model_says_to_run_dvc_repro(inputs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: predict.main(["--model", str(tmp_path / "none.pth"), *map(str, inputs)]))
+        carsketch_main(["predict", "--model", str(tmp_path / "none.pth"), *map(str, inputs)])
     assert exit_info.value.code == 1
     output = capsys.readouterr()
     assert output.out == "" and output.err.splitlines() == [
@@ -113,5 +114,5 @@ def test_a_missing_model_says_to_run_dvc_repro(inputs, tmp_path, capsys):
 
 def test_a_threshold_outside_0_to_1_is_a_usage_error(inputs, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([str(inputs[0]), "--threshold", "1.5"])
+        carsketch_main(["predict", str(inputs[0]), "--threshold", "1.5"])
     assert exit_info.value.code == 2 and "between 0 and 1" in capsys.readouterr().err

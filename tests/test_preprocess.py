@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_category_files
+from carsketch.dataset import allocate_evenly, balanced_allocation, split_by_category
+from carsketch.errors import PipelineError
+from conftest import write_category_files, write_params
 from stages import preprocess
-from stages.errors import PipelineError
-from stages.params import category_labels
-from stages.preprocess import allocate_evenly, balanced_allocation, split_by_category
 
 
 def test_allocate_evenly_fills_small_categories_and_shares_the_rest():
@@ -44,50 +43,58 @@ def test_split_too_small_to_stratify_says_what_to_do():
         split_by_category(np.array(["car", "bus", "apple", "tree"]), 0.25, seed=0)
 
 
-@pytest.mark.parametrize("categories, message", [
-    ({"car": ["car", "apple"], "not_car": ["apple"]}, "'apple' is listed in both car and not_car"),
-    ({"car": ["car"], "not_car": ["aple"]}, "categories.not_car: 'aple' is not a Quick, Draw! category; "
-                                            "did you mean 'apple'"),
-    ({"car": [], "not_car": ["apple"]}, "categories.car in params.yaml is empty"),
-])
-def test_category_errors(categories, message):
-    with pytest.raises(PipelineError, match=message):
-        category_labels({"categories": categories})
-
-
 @pytest.fixture
 def raw_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 30, "bus": 12, "apple": 50, "tree": 50})
-    (tmp_path / "params.yaml").write_text(
-        "categories: {car: [car, bus], not_car: [apple, tree]}\ntest_size: 0.25\nseed: 3\n")
+    write_params(tmp_path, categories={"car": ["car", "bus"], "not_car": ["apple", "tree"]}, test_size=0.25,
+                 val_size=0.25, split_seed=3)
     return tmp_path
 
 
-def test_preprocess_writes_a_balanced_labelled_split(raw_project):
+def load_split(project, split):
+    return {name: np.load(project / f"data/processed/{split}/{name}.npy") for name in ("x", "y", "category")}
+
+
+def test_preprocess_writes_a_balanced_labelled_three_way_split(raw_project):
     preprocess.main()
-    train, test = (np.load(raw_project / f"data/processed/{split}.npz") for split in ("train", "test"))
-    for split in (train, test):
+    splits = {split: load_split(raw_project, split) for split in ("train", "val", "test")}
+    for split in splits.values():
         assert split["x"].dtype == np.uint8 and split["x"].shape[1] == 784
         assert split["y"].dtype == np.uint8 and split["category"].dtype.kind == "U"
         assert set(split["y"][split["category"] == "car"]) == {1} and set(split["y"][split["category"] == "tree"]) == {0}
-    y = np.concatenate([train["y"], test["y"]])
+    y = np.concatenate([split["y"] for split in splits.values()])
     assert len(y) == 84 and y.sum() == 42  # 42 car drawings exist, so 42 of each label
-    category = np.concatenate([train["category"], test["category"]]).tolist()
+    category = np.concatenate([split["category"] for split in splits.values()]).tolist()
     assert category.count("apple") == 21 and category.count("tree") == 21
-    raw_car = np.load(raw_project / "data/raw/car.npy")
-    car_rows = {row.tobytes() for row in raw_car}
-    assert all(row.tobytes() in car_rows for row in train["x"][train["category"] == "car"])
+    assert len(splits["test"]["y"]) == 21 and len(splits["val"]["y"]) == 16 and len(splits["train"]["y"]) == 47
+    every_row = np.concatenate([split["x"] for split in splits.values()])
+    assert len({row.tobytes() for row in every_row}) == len(every_row)  # no drawing in two splits
+    raw_car = {row.tobytes() for row in np.load(raw_project / "data/raw/car.npy")}
+    assert all(row.tobytes() in raw_car for row in splits["train"]["x"][splits["train"]["category"] == "car"])
     counts = json.loads((raw_project / "metrics/data.json").read_text())
-    assert counts["test"]["total"] == len(test["y"]) == 21
-    assert counts["train"]["per_category"]["bus"] + counts["test"]["per_category"]["bus"] == 12
+    assert counts["test"]["total"] == 21 and counts["test"]["car"] + counts["test"]["not_car"] == 21
+    assert counts["val"]["car"] + counts["val"]["not_car"] == 16
+    per_category = json.loads((raw_project / "metrics/data_per_category.json").read_text())
+    assert sum(per_category[split]["bus"] for split in ("train", "val", "test")) == 12
 
 
 def test_preprocess_is_byte_identical_when_rerun(raw_project):
     preprocess.main()
-    first = [(raw_project / f"data/processed/{s}.npz").read_bytes() for s in ("train", "test")]
+    files = sorted((raw_project / "data/processed").rglob("*.npy"))
+    first = [path.read_bytes() for path in files]
+    assert len(files) == 9
     preprocess.main()
-    assert first == [(raw_project / f"data/processed/{s}.npz").read_bytes() for s in ("train", "test")]
+    assert first == [path.read_bytes() for path in files]
+
+
+def test_the_training_seed_does_not_move_the_split(raw_project):
+    preprocess.main()
+    test = load_split(raw_project, "test")["x"]
+    write_params(raw_project, categories={"car": ["car", "bus"], "not_car": ["apple", "tree"]}, test_size=0.25,
+                 val_size=0.25, split_seed=3, seed=99)
+    preprocess.main()
+    assert np.array_equal(load_split(raw_project, "test")["x"], test)
 
 
 def test_preprocess_without_download_says_what_to_run(raw_project):

@@ -6,42 +6,32 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_category_files
+from carsketch.errors import PipelineError
+from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category
+from carsketch.files import load_array, save_array
+from carsketch.model import load_trained_model
+from conftest import write_category_files, write_params
 from stages import evaluate, featurize, preprocess, train
-from stages.errors import PipelineError
-from stages.evaluate import AGREEMENT_TOLERANCE, classification_metrics, per_category
-from stages.files import load_npz, save_npz
-from stages.model import load_trained_model
 
-PARAMS = """
-categories: {car: [car, bus], not_car: [apple, tree]}
-test_size: 0.25
-seed: 0
-weights: none
-image_size: 32
-trainable_blocks: 0
-featurize_engine: onnxruntime
-epochs: 2
-batch_size: 16
-lr: 0.001
-lr_schedule: cosine
-val_size: 0.2
-"""
+PARAMS = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
+          "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
+          "epochs": 2, "batch_size": 16, "lr": 0.001, "lr_schedule": "cosine"}
 
 
 @pytest.fixture
-def trained_project(tmp_path, monkeypatch):
+def trained_project(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40})
-    (tmp_path / "params.yaml").write_text(PARAMS)
+    write_params(tmp_path, **PARAMS)
     for stage in (preprocess, featurize, train, evaluate):
         stage.main()
     return tmp_path
 
 
 def test_stages_write_features_model_log_metrics_and_plots(trained_project):
-    assert load_npz("data/features/train.npz")["features"].shape == (120, 1280)
-    assert load_npz("data/features/test.npz")["features"].shape == (40, 1280)
+    assert load_array("data/features/train.npy").shape == (96, 1280)
+    assert load_array("data/features/val.npy").shape == (24, 1280)
+    assert load_array("data/features/test.npy").shape == (40, 1280)
     model = load_trained_model("model_data/car_sketch_weights.pth")
     assert model.config["image_size"] == 32 and model.config["categories"]["car"] == ["car", "bus"]
     with open("metrics/train_log.csv") as log:
@@ -50,7 +40,8 @@ def test_stages_write_features_model_log_metrics_and_plots(trained_project):
                                                                                "val_accuracy"}
     metrics = json.loads((trained_project / "metrics/metrics.json").read_text())
     assert {"accuracy", "loss", "precision", "recall", "f1", "roc_auc"} <= set(metrics)
-    assert metrics["test_drawings"] == 40 and metrics["full_model_max_difference"] <= AGREEMENT_TOLERANCE
+    checks = json.loads((trained_project / "metrics/evaluate_checks.json").read_text())
+    assert checks["test_drawings"] == 40 and checks["full_model_max_difference"] <= AGREEMENT_TOLERANCE
     table = json.loads((trained_project / "metrics/per_category.json").read_text())
     assert set(table) == {"car", "bus", "apple", "tree"} and table["tree"]["label"] == "not_car"
     assert sum(entry["drawings"] for entry in table.values()) == 40
@@ -67,16 +58,15 @@ def test_training_twice_gives_the_same_model(trained_project):
 
 
 def test_stale_features_are_caught_by_the_agreement_check(trained_project):
-    test = load_npz("data/features/test.npz")
-    save_npz("data/features/test.npz", features=test["features"] + 1.0)
+    save_array("data/features/test.npy", load_array("data/features/test.npy") + 1.0)
     with pytest.raises(PipelineError, match="the saved model and the cached features disagree"):
         evaluate.main()
 
 
-def test_a_stage_run_before_its_inputs_exist_says_what_to_run(tmp_path, monkeypatch):
+def test_a_stage_run_before_its_inputs_exist_says_what_to_run(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(PARAMS)
-    with pytest.raises(PipelineError, match=r"data/processed/train.npz is missing: run the stages before this one"):
+    write_params(tmp_path, **PARAMS)
+    with pytest.raises(PipelineError, match=r"data/processed/train/x.npy is missing: run the stages before this one"):
         featurize.main()
 
 

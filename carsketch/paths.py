@@ -1,15 +1,21 @@
-"""Where each stage reads and writes, relative to the repository root (dvc.yaml names the same paths)."""
+"""Where the pipeline's stages read and write, relative to the repository root (dvc.yaml names the same paths)."""
 
 from pathlib import Path
 
 RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 FEATURES_DIR = Path("data/features")
+BACKBONE_FILE = Path("model_data/backbone.pth")
 MODEL_FILE = Path("model_data/car_sketch_weights.pth")
 DOWNLOAD_REPORT = Path("metrics/download.json")
-DATA_REPORT = Path("metrics/data.json")
+DATA_METRICS = Path("metrics/data.json")
+DATA_PER_CATEGORY = Path("metrics/data_per_category.json")
 TRAIN_LOG = Path("metrics/train_log.csv")
 TRAIN_METRICS = Path("metrics/train.json")
 METRICS_FILE = Path("metrics/metrics.json")
 PER_CATEGORY_FILE = Path("metrics/per_category.json")
+EVALUATE_CHECKS = Path("metrics/evaluate_checks.json")
 PLOTS_DIR = Path("metrics/plots")
+# The three parts of the balanced set: fit on train, watch val per epoch, report on test.
+SPLITS = ("train", "val", "test")
+

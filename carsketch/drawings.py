@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 from scipy import ndimage
 
-from stages.errors import PipelineError
-from stages.sketch import BITMAP_SIDE
+from carsketch.errors import PipelineError
+from carsketch.quickdraw import BITMAP_PIXELS, BITMAP_SIDE
 
 DRAWING_UNITS = 255  # a simplified drawing's longer side, between the centres of its outermost lines
 LINE_UNITS = 16
@@ -153,7 +153,7 @@ def read_npy_bitmaps(path):
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PipelineError(f"not a readable .npy file ({error})") from None
-    if array.ndim not in (2, 3) or array.shape[1:] not in ((784,), (BITMAP_SIDE, BITMAP_SIDE)):
+    if array.ndim not in (2, 3) or array.shape[1:] not in ((BITMAP_PIXELS,), (BITMAP_SIDE, BITMAP_SIDE)):
         raise PipelineError(f"expected bitmaps of shape (N, 784) or (N, 28, 28), not {array.shape}")
     if array.dtype != np.uint8:
         raise PipelineError(f"expected uint8 bitmaps (0 to 255), not {array.dtype}: save them with .astype(np.uint8)")

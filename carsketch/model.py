@@ -4,19 +4,22 @@ The backbone is split at a boundary: blocks before it are frozen and their outpu
 (the featurize stage); the last `trainable_blocks` blocks (0 by default) and the head are trained.
 """
 
+import shutil
+import sys
 import urllib.error
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models import mobilenet_v2
 
-from stages.errors import PipelineError
-from stages.files import atomic_path
-from stages.paths import MODEL_FILE
-from stages.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from carsketch.errors import PipelineError
+from carsketch.files import atomic_path
+from carsketch.quickdraw import BITMAP_PIXELS
+from carsketch.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 
 FEATURE_DIM = 1280
 INFERENCE_BATCH = 256
@@ -31,38 +34,35 @@ class CarSketchHead(nn.Sequential):
                          nn.Linear(hidden, 1))
 
 
-def _imagenet_backbone():
-    try:
-        return mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
-    except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise PipelineError(
-            f"could not download torchvision's ImageNet MobileNetV2 weights ({error}). Offline? Set `weights` "
-            f"in params.yaml to a local state-dict file, e.g. `weights: {LOCAL_WEIGHTS_EXAMPLE}`") from error
+def fetch_backbone_weights(source: str, destination: Path) -> None:
+    """Put the MobileNetV2 state dict at `source` (an http(s):// URL or a file) at `destination`, checked.
+
+    The file must load into torchvision's mobilenet_v2 exactly; nothing is left at `destination` otherwise.
+    """
+    with atomic_path(destination) as partial:
+        if urllib.parse.urlsplit(source).scheme in ("http", "https"):
+            try:
+                torch.hub.download_url_to_file(source, str(partial), progress=sys.stderr.isatty())
+            except (urllib.error.URLError, OSError) as error:
+                raise PipelineError(f"could not download backbone weights from {source} ({error}). Offline? Set "
+                                    f"`weights` in params.yaml to a local state-dict file, e.g. "
+                                    f"`weights: {LOCAL_WEIGHTS_EXAMPLE}`") from error
+        else:
+            shutil.copyfile(source, partial)
+        load_backbone(partial, source)
 
 
-def _local_backbone(path):
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"weights file {path} not found: set `weights` in params.yaml to 'imagenet', "
-                            f"'none' or the path of a torchvision mobilenet_v2 state dict")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        backbone = mobilenet_v2()
-        backbone.load_state_dict(state_dict)
-    except Exception as error:  # unpickling and key mismatches raise many types; all mean the same here
-        raise PipelineError(f"weights file {path} is not a torchvision mobilenet_v2 state dict: "
-                            f"{str(error).splitlines()[0]}") from error
-    return backbone
-
-
-def load_backbone(weights):
-    """MobileNetV2's convolutional blocks from `weights`: 'imagenet', 'none' (random, for tests) or a file."""
-    if weights == "imagenet":
-        backbone = _imagenet_backbone()
-    elif weights in ("none", None):
-        backbone = mobilenet_v2()
-    else:
-        backbone = _local_backbone(weights)
+def load_backbone(path: Path | str | None, source: str | None = None) -> nn.Sequential:
+    """MobileNetV2's convolutional blocks with the state dict in file `path`; random weights for None (tests)."""
+    backbone = mobilenet_v2()
+    if path is not None:
+        try:
+            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise PipelineError(f"backbone weights file {path} not found: run `dvc repro weights` first") from None
+        except Exception as error:  # unpickling and key mismatches raise many types; all mean the same here
+            raise PipelineError(f"{source or path} is not a torchvision mobilenet_v2 state dict: "
+                                f"{str(error).splitlines()[0]}") from error
     return backbone.features
 
 
@@ -80,7 +80,7 @@ class CarSketchClassifier(nn.Module):
     def __init__(self, features, trainable_blocks=0):
         super().__init__()
         if not 0 <= trainable_blocks < len(features):
-            raise PipelineError(f"trainable_blocks must be between 0 and {len(features) - 1}, not {trainable_blocks}")
+            raise ValueError(f"trainable_blocks must be between 0 and {len(features) - 1}, not {trainable_blocks}")
         boundary = len(features) - trainable_blocks
         self.frozen = features[:boundary].requires_grad_(False)
         self.trainable = features[boundary:]
@@ -107,10 +107,10 @@ class CarSketchClassifier(nn.Module):
         return self.forward_from_frozen(self.frozen_features(images))
 
 
-def build_classifier(weights, trainable_blocks=0, seed=0):
-    """A classifier with `weights` in the backbone and a freshly initialised, seeded head."""
+def build_classifier(backbone_file: Path | str | None, trainable_blocks: int = 0, seed: int = 0) -> "CarSketchClassifier":
+    """A classifier with the backbone weights in `backbone_file` (None: random) and a fresh, seeded head."""
     torch.manual_seed(seed)
-    return CarSketchClassifier(load_backbone(weights), trainable_blocks).eval()
+    return CarSketchClassifier(load_backbone(backbone_file), trainable_blocks).eval()
 
 
 @torch.inference_mode()
@@ -137,11 +137,11 @@ class TrainedModel:
 
     def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
-        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, 28 * 28)
+        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
         logits = batched(lambda rows: self.classifier(self.input_tensor(rows)), bitmaps, batch_size)
         return torch.sigmoid(logits).numpy()
 
-    def save(self, path=MODEL_FILE):
+    def save(self, path: Path) -> None:
         with atomic_path(path) as temporary, open(temporary, "wb") as out:  # a file object keeps the archive's
             torch.save({"state_dict": self.classifier.state_dict(), "config": self.config}, out)  # inner name fixed
 
@@ -153,8 +153,8 @@ def model_config(image_size, trainable_blocks, weights, categories, threshold=0.
             "categories": categories}
 
 
-def load_trained_model(path=MODEL_FILE):
-    """Load model_data/car_sketch_weights.pth on its own: no params.yaml or pretrained download needed."""
+def load_trained_model(path: Path | str) -> TrainedModel:
+    """Load a model saved by TrainedModel.save on its own: no params.yaml or backbone weights needed."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"model file {path} not found: run `dvc repro` first to train it")

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-BITMAP_SIDE = 28
+from carsketch.quickdraw import BITMAP_SIDE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -15,7 +16,7 @@ def to_model_input(bitmaps, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     The grey level is resized to `image_size` and repeated as pseudo-RGB, then ImageNet-normalised;
     the result is channels_last, the faster layout for MobileNetV2 on CPU.
     """
-    grey = torch.as_tensor(np.asarray(bitmaps, dtype=np.uint8).reshape(-1, 1, BITMAP_SIDE, BITMAP_SIDE))
+    grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8).reshape(-1, 1, BITMAP_SIDE, BITMAP_SIDE))
     grey = grey.float().div_(255)
     if image_size != BITMAP_SIDE:
         grey = F.interpolate(grey, size=(image_size, image_size), mode="bilinear", align_corners=False)

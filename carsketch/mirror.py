@@ -2,7 +2,7 @@
 
 For offline runs, benchmarks and tests (Python's http.server ignores Range):
 
-    python -m stages.mirror /path/to/numpy_bitmap --port 8000
+    python -m carsketch mirror /path/to/numpy_bitmap --port 8000
     dvc exp run -S base_url=http://127.0.0.1:8000
 """
 
@@ -71,18 +71,18 @@ def serve(folder, port=0, handler=MirrorHandler):
     return server
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `mirror` subcommand's arguments."""
     parser.add_argument("folder", help="folder of <category>.npy files")
-    parser.add_argument("--port", type=int, default=8000)
-    args = parser.parse_args(argv)
+    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve args.folder until Ctrl-C."""
     server = serve(args.folder, args.port)
-    print(f"serving {args.folder} at {server.url} (Ctrl-C to stop)")
+    print(f"serving {args.folder} at {server.url} (Ctrl-C to stop)", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         server.shutdown()
-
-
-if __name__ == "__main__":
-    main()
+    return 0

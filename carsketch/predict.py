@@ -1,6 +1,6 @@
-"""Classify drawings as car / not car with the trained model: `python -m stages.predict INPUT...`
+"""Classify drawings as car / not car with the trained model: `python -m carsketch predict INPUT...`
 
-Inputs are images (PNG, JPEG, ...), .npy bitmaps and Quick, Draw! .ndjson files; stages.drawings turns
+Inputs are images (PNG, JPEG, ...), .npy bitmaps and Quick, Draw! .ndjson files; carsketch.drawings turns
 each drawing into the dataset's 28x28 bitmap, and all of them go through the model in one batch. The model
 file is loaded on its own (no params.yaml). An unusable input gets one line on stderr and makes the exit
 status 1, but everything else is still classified.
@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 
-from stages.drawings import drawing_name, read_drawings
-from stages.errors import run_main
-from stages.model import load_trained_model
-from stages.paths import MODEL_FILE
+from carsketch.drawings import drawing_name, read_drawings
+from carsketch.labels import LABEL_NAMES
+from carsketch.model import load_trained_model
+from carsketch.paths import MODEL_FILE
 
 
 def classify(paths, model_path=MODEL_FILE, threshold=None):
@@ -35,7 +35,7 @@ def classify(paths, model_path=MODEL_FILE, threshold=None):
         errors += problems
     probabilities = model.predict_proba(np.array([bitmap for _, _, bitmap in found], dtype=np.uint8))
     results = [{"input": path, "index": index, "car_probability": round(float(probability), 6),
-                "label": "car" if probability >= threshold else "not_car"}
+                "label": LABEL_NAMES[int(probability >= threshold)]}
                for (path, index, _), probability in zip(found, probabilities)]
     return results, errors
 
@@ -58,10 +58,8 @@ def probability(text):
     return value
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=(
-        "Classify drawings as car / not car. INPUTs are images (PNG, JPEG, ...; dark on light or light on "
-        "dark), .npy bitmaps of shape (N, 784) or (N, 28, 28), and Quick, Draw! .ndjson files."))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `predict` subcommand's arguments."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="an image, .npy or .ndjson file")
     parser.add_argument("--model", default=MODEL_FILE, metavar="PATH",
                         help=f"the trained model (default: {MODEL_FILE})")
@@ -69,11 +67,10 @@ def parse_args(argv=None):
                         help="P(car) from which a drawing is a car (default: the model's own threshold)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object a line: {"input", "index", "car_probability", "label"}')
-    return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Classify args.inputs and print the results; 1 if any input was unusable."""
     results, errors = classify(args.inputs, args.model, args.threshold)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
@@ -83,7 +80,3 @@ def main(argv=None):
     elif results:
         print(format_table(results))
     return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

@@ -4,21 +4,18 @@ import contextlib
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from stages.errors import PipelineError
+from carsketch.errors import PipelineError
 
-# A fixed timestamp inside .npz archives, so that the same arrays give byte-identical files.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(destination):
+def atomic_path(destination: Path | str):
     """Yield a temporary path beside `destination`; rename it into place only if the block succeeds."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -33,25 +30,21 @@ def atomic_path(destination):
             os.unlink(temporary)
 
 
-def save_npz(path, **arrays):
-    """Save arrays as an uncompressed .npz, atomically and byte-identically for identical arrays."""
-    with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Save one array as a plain .npy (memory-mappable by later stages), atomically."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as out:
+        np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)
 
 
-def load_npz(path):
-    """Load every array of an .npz into a dict (no pickles)."""
+def load_array(path: Path, mmap: bool = True) -> np.ndarray:
+    """An .npy written by an earlier stage, memory-mapped read-only by default (no pickles)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
 
 
-def save_json(path, data):
+def save_json(path: Path | str, data) -> None:
     """Write JSON atomically, indented and with a final newline (these files are committed to git)."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,87 @@
+"""The balanced car / not-car data set: sampling evenly over categories, and the stratified splits.
+
+Each label gets the same number of drawings, spread as evenly as the categories allow; the splits are
+stratified by source category, so every category is in train, validation and test in proportion.
+"""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from carsketch.errors import PipelineError
+from carsketch.labels import LABEL_NAMES
+
+
+def allocate_evenly(available: dict[str, int], total: int) -> dict[str, int]:
+    """Split `total` drawings over categories as evenly as possible, none taking more than it has.
+
+    Water-filling: the smallest categories give all they have, the rest share what is left equally.
+    """
+    allocation = {}
+    remaining = total
+    by_size = sorted(available, key=lambda category: (available[category], category))
+    for position, category in enumerate(by_size):
+        allocation[category] = min(available[category], remaining // (len(by_size) - position))
+        remaining -= allocation[category]
+    return {category: allocation[category] for category in available}
+
+
+def balanced_allocation(available: dict[str, int], labels: dict[str, int]) -> dict[str, int]:
+    """How many drawings to take from each category so that both labels get the same number."""
+    sides = {label: {c: n for c, n in available.items() if labels[c] == label} for label in LABEL_NAMES}
+    per_label = min(sum(side.values()) for side in sides.values())
+    if per_label == 0:
+        empty = [LABEL_NAMES[label] for label, side in sides.items() if not sum(side.values())]
+        raise PipelineError(f"no drawings for {', '.join(empty)}: check data/raw and categories")
+    allocation = {}
+    for side in sides.values():
+        allocation.update(allocate_evenly(side, per_label))
+    return allocation
+
+
+def sample_balanced(raw_dir: Path, labels: dict[str, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Randomly (seeded) pick the balanced drawings; returns x, y and each row's source category."""
+    rng = np.random.default_rng(seed)
+    bitmaps = {}
+    for category in labels:
+        path = Path(raw_dir) / f"{category}.npy"
+        if not path.exists():
+            raise PipelineError(f"{path} is missing: run the download stage first (dvc repro download)")
+        bitmaps[category] = np.load(path, mmap_mode="r")
+    allocation = balanced_allocation({c: len(rows) for c, rows in bitmaps.items()}, labels)
+    picked = {c: np.sort(rng.permutation(len(bitmaps[c]))[:n]) for c, n in allocation.items()}
+    x = np.concatenate([bitmaps[c][rows] for c, rows in picked.items()])
+    y = np.concatenate([np.full(len(rows), labels[c], np.uint8) for c, rows in picked.items()])
+    category = np.concatenate([np.full(len(rows), c) for c, rows in picked.items()])
+    return x, y, category
+
+
+def split_by_category(category: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the two parts (the second `test_size` of the rows), stratified by source category."""
+    try:
+        return train_test_split(np.arange(len(category)), test_size=test_size, random_state=seed,
+                                stratify=category)
+    except ValueError as error:
+        raise PipelineError(f"cannot split {len(category)} drawings stratified by category with "
+                            f"test_size={test_size} ({error}); raise max_per_category or test_size") from error
+
+
+def split_train_val_test(category: np.ndarray, test_size: float, val_size: float, seed: int) -> dict[str, np.ndarray]:
+    """Row indices of train, val and test: test is `test_size` of all rows, val `val_size` of the rest."""
+    train, test = split_by_category(category, test_size, seed)
+    if not val_size:
+        return {"train": train, "val": train[:0], "test": test}
+    fit, val = split_by_category(category[train], val_size, seed)
+    return {"train": train[fit], "val": train[val], "test": test}
+
+
+def label_counts(y: np.ndarray) -> dict[str, int]:
+    """Drawings in all and per label."""
+    return {"total": int(len(y)), **{name: int(np.sum(y == label)) for label, name in LABEL_NAMES.items()}}
+
+
+def category_counts(category: np.ndarray) -> dict[str, int]:
+    """Drawings per source category, by name."""
+    return dict(sorted(Counter(category.tolist()).items()))

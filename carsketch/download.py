@@ -1,0 +1,195 @@
+"""Fetching Quick, Draw! `<base_url>/<category>.npy` bitmap files, or their first rows.
+
+With a row limit, only the .npy header and the first N rows are fetched, with an HTTP
+Range request (the real files are 100-300 MB each). Every file is validated and written atomically.
+"""
+
+import os
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import requests
+import urllib3
+
+from carsketch.errors import PipelineError
+from carsketch.files import atomic_path
+from carsketch.progress import progress
+from carsketch.quickdraw import BITMAP_PIXELS
+
+# Google's files have a 128-byte .npy header; a longer one costs a second request, never wrong data.
+HEADER_GUESS_BYTES = 128
+CHUNK_BYTES = 1 << 16
+TIMEOUT_S = (10, 60)  # connect, read
+RETRIES = 4
+BACKOFF_S = 1.0
+
+
+class NpyHeader(NamedTuple):
+    rows: int
+    data_offset: int
+
+
+class TransientError(Exception):
+    """A failure worth retrying: a dropped connection, a timeout, a truncated body, a 5xx."""
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def parse_npy_header(stream, source):
+    """Read and check a Quick, Draw! .npy header from `stream` (which counts bytes): uint8, C order, (N, 784)."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran_order, dtype = _HEADER_READERS[version](stream)
+    except ValueError as error:
+        if "EOF" in str(error):
+            raise TransientError(f"{source}: body ended inside the .npy header") from error
+        raise PipelineError(f"{source} is not a valid .npy file ({error})") from error
+    if dtype != np.uint8 or fortran_order or len(shape) != 2 or shape[1] != BITMAP_PIXELS:
+        raise PipelineError(f"{source} is not a Quick, Draw! bitmap file: expected uint8 rows of {BITMAP_PIXELS} "
+                            f"pixels in C order, got dtype {dtype}, shape {shape}, fortran_order {fortran_order}")
+    return NpyHeader(rows=shape[0], data_offset=stream.tell())
+
+
+class _CountingReader:
+    """A file-like view of a byte stream that counts what it reads (for the download report)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.bytes_read = 0
+
+    def read(self, size):
+        data = self.raw.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def tell(self):
+        return self.bytes_read
+
+
+def _write_rows(stream, destination, rows, source, bar):
+    """Copy `rows` bitmap rows from `stream` into a new .npy file at `destination`."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": (rows, BITMAP_PIXELS)}
+    with open(destination, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        remaining = rows * BITMAP_PIXELS
+        while remaining:
+            chunk = stream.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                raise TransientError(f"{source}: body ended {remaining} bytes early")
+            out.write(chunk)
+            remaining -= len(chunk)
+            bar.update(len(chunk))
+
+
+def _rows_wanted(header, max_rows):
+    return header.rows if max_rows is None else min(header.rows, max_rows)
+
+
+def _full_size(response):
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("*"):
+        return int(content_range.rsplit("/", 1)[1])
+    return int(response.headers.get("Content-Length", 0)) or None
+
+
+def _fetch_http(session, url, destination, max_rows, bar, stats):
+    """One attempt at fetching `url` over HTTP(S), with a Range request when max_rows is set.
+
+    `session` is a requests.Session, or the requests module itself for one-off connections.
+    """
+    range_end = HEADER_GUESS_BYTES + max_rows * BITMAP_PIXELS if max_rows is not None else None
+    while True:
+        headers = {"Range": f"bytes=0-{range_end - 1}"} if range_end is not None else {}
+        try:
+            response = session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise TransientError(f"{url}: {error}") from error
+        with response:
+            if response.status_code == 404:
+                raise PipelineError(f"no such file: {url} (HTTP 404); check the category name and base_url")
+            if response.status_code >= 500:
+                raise TransientError(f"{url}: HTTP {response.status_code}")
+            if response.status_code not in (200, 206):
+                raise PipelineError(f"{url}: HTTP {response.status_code} {response.reason}")
+            stats["full_size_bytes"] = _full_size(response)
+            response.raw.decode_content = True
+            stream = _CountingReader(response.raw)
+            try:
+                header = parse_npy_header(stream, url)
+                rows = _rows_wanted(header, max_rows)
+                bytes_needed = header.data_offset + rows * BITMAP_PIXELS
+                if response.status_code == 206 and bytes_needed > range_end:
+                    range_end = bytes_needed  # the header was longer than guessed: ask again for the exact range
+                    stats["bytes_fetched"] += stream.bytes_read
+                    continue
+                bar.reset(total=rows * BITMAP_PIXELS)
+                _write_rows(stream, destination, rows, url, bar)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+                raise TransientError(f"{url}: {error}") from error
+            finally:
+                stats["bytes_fetched"] += stream.bytes_read
+            return rows
+
+
+def _fetch_local(path, destination, max_rows, bar, stats):
+    """Copy the first rows of a local .npy file (a mirror on disk or a file:// URL)."""
+    try:
+        with open(path, "rb") as source:
+            stream = _CountingReader(source)
+            header = parse_npy_header(stream, path)
+            rows = _rows_wanted(header, max_rows)
+            bar.reset(total=rows * BITMAP_PIXELS)
+            _write_rows(stream, destination, rows, path, bar)
+    except FileNotFoundError:
+        raise PipelineError(f"no such file: {path}; check the category name and base_url") from None
+    except TransientError as error:  # a short local file will not grow by retrying
+        raise PipelineError(str(error)) from error
+    stats.update(bytes_fetched=stream.bytes_read, full_size_bytes=os.path.getsize(path))
+    return rows
+
+
+def category_location(base_url, category):
+    """Where `<category>.npy` lives: ("http", url) for HTTP(S), ("file", path) for a folder or file:// URL."""
+    filename = f"{category}.npy"
+    scheme = urllib.parse.urlsplit(base_url).scheme
+    if scheme in ("http", "https"):
+        return "http", f"{base_url.rstrip('/')}/{urllib.parse.quote(filename)}"
+    if scheme == "file":
+        folder = urllib.request.url2pathname(urllib.parse.urlsplit(base_url).path)
+        return "file", Path(folder) / filename
+    if scheme and len(scheme) > 1:
+        raise PipelineError(f"base_url '{base_url}': use an http(s):// or file:// URL, or a folder path")
+    return "file", Path(base_url) / filename
+
+
+def fetch_category(base_url, category, destination, max_rows=None, session=None, retries=RETRIES,
+                   backoff_s=BACKOFF_S):
+    """Fetch one category's drawings into `destination` (.npy, uint8, (N, 784)); returns a report dict.
+
+    Transient failures are retried with exponential backoff; the file appears only when complete.
+    """
+    kind, location = category_location(base_url, category)
+    stats = {"bytes_fetched": 0, "full_size_bytes": None}
+    with progress(desc=category, unit="B", unit_scale=True, nested=True) as bar, atomic_path(destination) as partial:
+        for attempt in range(retries + 1):
+            try:
+                if kind == "file":
+                    rows = _fetch_local(location, partial, max_rows, bar, stats)
+                else:
+                    rows = _fetch_http(session or requests, location, partial, max_rows, bar, stats)
+                break
+            except TransientError as error:
+                if attempt == retries:
+                    raise PipelineError(f"giving up on {location} after {retries + 1} attempts: {error}") from error
+                delay = backoff_s * 2 ** attempt
+                bar.write(f"{error}; retrying in {delay:.1f}s")
+                time.sleep(delay)
+        np.load(partial, mmap_mode="r")  # the file we wrote must read back as a valid .npy
+    return {"rows": rows, **stats}

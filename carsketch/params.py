@@ -1,0 +1,177 @@
+"""params.yaml as one validated object, checked whole before any stage starts work.
+
+Every bad key or value is named on a line of its own, so that one run shows everything to fix.
+"""
+
+import urllib.parse
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from carsketch.errors import PipelineError
+from carsketch.labels import CAR, NOT_CAR, SIDES
+from carsketch.quickdraw import unknown_category_message
+
+PARAMS_FILE = Path("params.yaml")
+FEATURIZE_ENGINES = ("onnxruntime", "torch")
+LR_SCHEDULES = ("constant", "cosine")
+# MobileNetV2's convolutional blocks; at least the first stays frozen.
+BACKBONE_BLOCKS = 19
+
+
+@dataclass(frozen=True)
+class Categories:
+    """Quick, Draw! category names on each side of the classifier."""
+
+    car: tuple[str, ...]
+    not_car: tuple[str, ...]
+
+    def labels(self) -> dict[str, int]:
+        """Each category's label: CAR or NOT_CAR."""
+        return {**{name: CAR for name in self.car}, **{name: NOT_CAR for name in self.not_car}}
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"car": list(self.car), "not_car": list(self.not_car)}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything params.yaml sets; see the comments there for what each key means."""
+
+    base_url: str
+    categories: Categories
+    max_per_category: int | None
+    test_size: float
+    split_seed: int
+    weights: str
+    image_size: int
+    trainable_blocks: int
+    featurize_engine: str
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    val_size: float
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(low: int, high: int | None = None, none_ok: bool = False) -> Callable[[Any], str | None]:
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    wanted = f"an integer {span}" + (" or null" if none_ok else "")
+
+    def check(value):
+        if value is None and none_ok:
+            return None
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            return f"must be {wanted}"
+        return None
+    return check
+
+
+def _fraction(zero_ok: bool) -> Callable[[Any], str | None]:
+    def check(value):
+        if not _is_number(value) or not (0 <= value < 1 if zero_ok else 0 < value < 1):
+            return f"must be a number {'from 0' if zero_ok else 'above 0'} and below 1"
+        return None
+    return check
+
+
+def _positive_number(value: Any) -> str | None:
+    return None if _is_number(value) and value > 0 else "must be a number above 0"
+
+
+def _choice(*choices: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _weights(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file"
+    if urllib.parse.urlsplit(value).scheme in ("http", "https") or Path(value).is_file():
+        return None
+    return (f"no such file; give an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file "
+            f"(offline, e.g. ../shared/weights/mobilenet_v2_imagenet.pth)")
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "base_url": _text,
+    "max_per_category": _integer(1, none_ok=True),
+    "test_size": _fraction(zero_ok=False),
+    "split_seed": _integer(0),
+    "weights": _weights,
+    "image_size": _integer(32, 512),
+    "trainable_blocks": _integer(0, BACKBONE_BLOCKS - 1),
+    "featurize_engine": _choice(*FEATURIZE_ENGINES),
+    "seed": _integer(0),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "lr": _positive_number,
+    "lr_schedule": _choice(*LR_SCHEDULES),
+    "val_size": _fraction(zero_ok=True),
+}
+
+
+def _category_problems(categories: Any) -> list[str]:
+    if not isinstance(categories, dict):
+        return ["categories: must be a mapping with the lists car and not_car"]
+    problems = [f"categories.{key}: unknown key (expected car and not_car)"
+                for key in categories if key not in SIDES]
+    seen: dict[str, str] = {}
+    for side in SIDES:
+        names = categories.get(side)
+        if not isinstance(names, list) or not names:
+            problems.append(f"categories.{side}: must be a non-empty list of Quick, Draw! category names")
+            continue
+        for name in names:
+            unknown = unknown_category_message(name)
+            if unknown:
+                problems.append(f"categories.{side}: {unknown}")
+            elif name in seen:
+                where = "both car and not_car" if seen[name] != side else f"categories.{side} twice"
+                problems.append(f"categories.{side}: '{name}' is listed in {where}")
+            seen[name] = side
+    return problems
+
+
+def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
+    """The Params in `raw`, or a PipelineError naming every bad key and value, one a line."""
+    names = [field.name for field in fields(Params)]
+    problems = [f"{key}: unknown key (the keys are {', '.join(names)})" for key in raw if key not in names]
+    problems += [f"{key}: missing" for key in names if key not in raw]
+    problems += _category_problems(raw.get("categories")) if "categories" in raw else []
+    for key, check in _CHECKS.items():
+        if key in raw:
+            problem = check(raw[key])
+            if problem:
+                problems.append(f"{key}: {problem}, not {raw[key]!r}")
+    if problems:
+        raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))
+    categories = Categories(car=tuple(raw["categories"]["car"]), not_car=tuple(raw["categories"]["not_car"]))
+    return Params(**{**raw, "categories": categories})
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """params.yaml, parsed and validated."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run the stages from the repository root") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} must be a mapping of keys to values")
+    return validate(raw, str(path))
