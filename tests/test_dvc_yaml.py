@@ -1,0 +1,61 @@
+"""dvc.yaml is the truth: each stage's deps list every project file its code imports, and stages stay apart."""
+
+import functools
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+# Imports `stages.<name>` in a fresh interpreter and prints the project files it loaded (package __init__s
+# and data files read at import time included: the category list is read by carsketch.quickdraw).
+_LOADED_FILES = """
+import importlib, json, pathlib, sys
+importlib.import_module(sys.argv[1])
+root = pathlib.Path.cwd()
+files = set()
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if path and not path.endswith("__init__.py"):
+        resolved = pathlib.Path(path).resolve()
+        if resolved.is_relative_to(root / "stages") or resolved.is_relative_to(root / "carsketch"):
+            files.add(str(resolved.relative_to(root)))
+print(json.dumps(sorted(files)))
+"""
+
+
+@functools.cache
+def loaded_files(module: str) -> frozenset[str]:
+    output = subprocess.run([sys.executable, "-c", _LOADED_FILES, module], cwd=REPO_ROOT, capture_output=True,
+                            text=True, check=True).stdout
+    return frozenset(json.loads(output))
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_deps_list_exactly_the_code_the_stage_imports(stage):
+    imported = set(loaded_files(f"stages.{stage}"))
+    if "carsketch/quickdraw.py" in imported:
+        imported.add("carsketch/quickdraw_categories.txt")
+    code_deps = {dep for dep in STAGES[stage]["deps"] if dep.startswith(("stages/", "carsketch/"))}
+    assert code_deps == imported, f"missing from deps: {imported - code_deps}; listed but not imported: {code_deps - imported}"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_no_stage_imports_another(stage):
+    others = {f"stages/{name}.py" for name in STAGES if name != stage}
+    assert not loaded_files(f"stages.{stage}") & others
+
+
+def test_each_plot_is_declared_once_and_metrics_are_figures():
+    declared = [next(iter(plot)) for plot in DVC_YAML["plots"]]
+    stage_plots = [next(iter(plot)) if isinstance(plot, dict) else plot
+                   for stage in STAGES.values() for plot in stage.get("plots", [])]
+    assert len(declared) == len(set(declared)) and not stage_plots
+    metrics = {next(iter(metric)) for stage in STAGES.values() for metric in stage.get("metrics", [])}
+    assert metrics == {"metrics/data.json", "metrics/train.json", "metrics/metrics.json"}
