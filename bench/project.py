@@ -1,6 +1,7 @@
 """A copy of the project in a fresh git + DVC repo, and running commands in it: shared by the tests and the benchmark."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,3 +51,8 @@ def make_project(directory: Path, **overrides) -> dict:
 def commit(project: Path, message: str) -> None:
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", message)
+
+
+def stages_ran(dvc_output: str) -> list[str]:
+    """The stages DVC says it ran, in order: what tells an experiment that re-ran too much."""
+    return re.findall(r"^Running stage '([^']+)'", dvc_output, re.MULTILINE)

@@ -1,541 +1,236 @@
-"""Benchmark the pipeline on this machine with the real Quick, Draw! files in ../shared.
+"""Benchmark the pipeline under real `dvc` with the Quick, Draw! files and weights in ../shared.
 
-    python bench/run.py [--quick] [--repeats N] [--out bench/reports] [--set key=value ...]
+    python -m bench.run [--quick] [--set key=value ...] [--shared PATH] [--out DIR]
 
-Runs the real `dvc` pipeline on a copy of the project in a temporary git + DVC repo, its data served
-over HTTP from ../shared/quickdraw/numpy_bitmap by the project's Range-capable mirror, and measures:
-each stage's wall time and peak memory, a full `dvc repro --force`, `dvc exp run -S epochs=5`
-against it, featurize throughput per engine and image size, the seed's training loop against
-featurize-once + fit, the bytes downloaded, and the model's test metrics. Writes report.md and
-report.json to --out and prints the markdown. Nothing here asserts on timings: it reports them.
+Prints a markdown report and writes report.md and report.json to --out. It reports figures and asserts
+none; bench/README.md says how each is measured and what earlier runs gave.
 """
 
 import argparse
-import contextlib
-import copy
 import datetime
 import importlib.metadata
-import io
 import json
 import os
 import platform
-import re
-import shutil
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable
 
 import numpy as np
-import onnxruntime
-import torch
 import yaml
-from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as `python bench/run.py`, the project's modules are one level up
-    sys.path.insert(0, str(REPO_ROOT))
+from bench.project import COMMAND_ENV, REPO_ROOT, command_line, commit, make_project, run, stages_ran
+from carsketch.errors import run_main
+from carsketch.mirror import serve
+from carsketch.params import FEATURIZE_ENGINES, load_params
+from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, METRICS_FILE, PROCESSED_DIR
+from carsketch.quickdraw import BITMAP_PIXELS
 
-from stages.download import ROW_BYTES, parse_npy_header  # noqa: E402
-from stages.featurize import ENGINES, feature_function  # noqa: E402
-from carsketch.files import load_npz  # noqa: E402
-from carsketch.mirror import serve  # noqa: E402
-from carsketch.model import INFERENCE_BATCH, batched, build_classifier  # noqa: E402
-from carsketch.paths import DOWNLOAD_REPORT, METRICS_FILE, PER_CATEGORY_FILE, PROCESSED_DIR, TRAIN_METRICS  # noqa: E402
-from carsketch.sketch import to_model_input  # noqa: E402
-from stages.train import fit  # noqa: E402
-
-SHARED_DIR = REPO_ROOT.parent / "shared"
-DRAWINGS_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
-WEIGHTS_FILE = SHARED_DIR / "weights" / "mobilenet_v2_imagenet.pth"
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", "stages")
-STAGES = ("download", "preprocess", "featurize", "train", "evaluate")
-CAR_CATEGORIES = ("car", "tractor")
-MAX_PER_CATEGORY = 1500
-EXPERIMENT = ("epochs", 5)
-EXPERIMENT_STAGES = ["train", "evaluate"]
-EXPERIMENT_RATIO_TARGET = 0.05
-DOWNLOAD_RATIO_TARGET = 1.05
-REFERENCE_ENGINE = "onnxruntime"  # ONNX Runtime as a peer: the other engines are reported relative to it
-# Environment variables that change how torch's threads behave; a busy machine makes them matter a lot.
-THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")
-TEST_METRICS = ("accuracy", "loss", "roc_auc", "precision", "recall", "f1")
-COMMAND_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "bench",
-               "GIT_COMMITTER_EMAIL": "bench@example.com", "DVC_NO_ANALYTICS": "1",
-               # the stages' `python` is this interpreter, whatever PATH says
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+DRAWINGS_DIR = Path("quickdraw/numpy_bitmap")  # in --shared
+WEIGHTS_FILE = Path("weights/mobilenet_v2_imagenet.pth")  # in --shared
+CAR_CATEGORIES = ("car", "tractor")  # every other file in DRAWINGS_DIR is not car
+BENCH_PARAMS = {"max_per_category": 1500}
+# --quick: val and test need drawings of all 47 categories (100 a category is too few); at 32 px the shared
+# weights' features are all zero (accuracy 0.5), at 64 px they tell car from not car.
+QUICK_PARAMS = {"max_per_category": 200, "image_size": 64}
+EXPERIMENTS = ("epochs=5", "seed=7")
+IMPORTS = ("torch", "stages.train", "stages.evaluate")
+RATIO_TARGET = 3  # issue 8: an experiment takes at most 3x as long as `import torch`
+TEST_METRICS = ("accuracy", "loss", "roc_auc")
+FEATURIZE_DRAWINGS = 1024
 
 
-class Settings(NamedTuple):
-    image_sizes: tuple
-    repeats: int
-    drawings: int
+def measure(project: Path, *command: str) -> dict:
+    """Run `command` in `project`; its wall seconds, peak RSS and the stages DVC ran.
 
-
-FULL = Settings(image_sizes=(64, 96, 128, 224), repeats=3, drawings=512)
-QUICK = Settings(image_sizes=(32,), repeats=1, drawings=64)
-
-
-class Measured(NamedTuple):
-    seconds: float
-    max_rss_mib: float
-    output: str
-
-
-def say(message):
-    print(f"bench: {message}", flush=True)
-
-
-# --- parameters -------------------------------------------------------------------------------------
-
-def parse_overrides(assignments, params):
-    """`key=value` strings -> {key: YAML-parsed value}; a key params.yaml lacks is an error, since the
-    stages would silently ignore it and the benchmark would measure the defaults under a wrong label."""
-    overrides = {}
-    for assignment in assignments:
-        key, equals, value = assignment.partition("=")
-        if not equals:
-            raise ValueError(f"--set {assignment!r}: expected key=value")
-        if key not in params:
-            raise ValueError(f"--set {assignment!r}: params.yaml has no key {key!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
-def bench_params(base_url, overrides):
-    """params.yaml pointed at the real files (every category but the car ones is not-car), then `overrides`."""
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    others = sorted(path.stem for path in DRAWINGS_DIR.glob("*.npy") if path.stem not in CAR_CATEGORIES)
-    params.update(base_url=base_url, weights=str(WEIGHTS_FILE), max_per_category=MAX_PER_CATEGORY,
-                  categories={"car": list(CAR_CATEGORIES), "not_car": others})
-    params.update(overrides)
-    return params
-
-
-def missing_inputs():
-    """Why the benchmark cannot run here (None when it can): it needs the real data, not generated data."""
-    if not WEIGHTS_FILE.is_file():
-        return f"no weights file at {WEIGHTS_FILE}"
-    missing = [name for name in CAR_CATEGORIES if not (DRAWINGS_DIR / f"{name}.npy").is_file()]
-    if missing:
-        return f"no {', '.join(missing)} drawings in {DRAWINGS_DIR}"
-    return None
-
-
-# --- running commands -------------------------------------------------------------------------------
-
-# Runs argv[2:] and writes its ru_maxrss (KiB) from os.wait4 to the file argv[1]. A child of the benchmark
-# itself would not do: Linux carries a process's peak RSS across exec, so the child would report ours
-# (torch loaded: hundreds of MiB) as its own. This helper is small and starts the command afresh.
-_PEAK_RSS_HELPER = """
-import os, sys
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as out:
-    out.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def run_command(project, *command):
-    """Run a command in `project` to completion; its wall time, peak memory and output (stdout + stderr).
-
-    Peak memory is ru_maxrss from os.wait4 on the command's process: on Linux the largest resident set
-    of it or of any descendant it waited for, i.e. of dvc itself or of the stage process it started.
+    Peak RSS is ru_maxrss from os.wait4: the largest resident set of the command or of any process it
+    waited for (dvc's stage processes). Linux carries a parent's peak into its children across exec, so
+    this process imports nothing heavy until the last command has run.
     """
-    if command[0] == "dvc":
-        command = (sys.executable, "-m", "dvc", *command[1:])
-    with tempfile.TemporaryDirectory() as scratch:
-        peak_file = Path(scratch) / "max_rss_kib"
+    with tempfile.TemporaryFile("w+") as output:
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-S", "-c", _PEAK_RSS_HELPER, str(peak_file), *command],
-                                cwd=project, env={**os.environ, **COMMAND_ENV}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command_line(*command), cwd=project, env={**os.environ, **COMMAND_ENV},
+                                   stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - start
-        if result.returncode:
-            sys.exit(f"error: `{' '.join(command)}` failed with exit status {result.returncode}:\n{result.stdout}")
-        return Measured(seconds, int(peak_file.read_text()) / 1024, result.stdout)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if process.returncode:
+        sys.exit(f"error: `{' '.join(command)}` failed ({process.returncode}):\n{text}")
+    print(f"bench: {' '.join(command)}: {seconds:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
+    return {"command": " ".join(command), "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "stages_ran": stages_ran(text)}
 
 
-def stages_ran(dvc_output):
-    """The stages DVC says it ran, in order."""
-    return re.findall(r"Running stage '([^']+)'", dvc_output)
+def import_seconds(project: Path, repeats: int) -> dict[str, float]:
+    """Median seconds of `python -c "import <module>"` per module, taking turns so that load hits all alike."""
+    seconds: dict[str, list[float]] = {module: [] for module in IMPORTS}
+    for _ in range(repeats):
+        for module in IMPORTS:
+            seconds[module].append(measure(project, "python", "-c", f"import {module}")["seconds"])
+    return {module: statistics.median(values) for module, values in seconds.items()}
 
 
-@contextlib.contextmanager
-def mirror(folder):
-    """The project's HTTP mirror of `folder` on 127.0.0.1, for the duration of the block."""
-    server = serve(folder)
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def quality(project: Path) -> dict[str, float]:
+    metrics = json.loads((project / METRICS_FILE).read_text())
+    return {name: metrics[name] for name in TEST_METRICS}
 
 
-def make_project(directory, params):
-    """The project copied into `directory` as a fresh git + DVC repo with `params`, committed."""
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, directory / name)
-    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_command(directory, "git", "init", "-q")
-    run_command(directory, "dvc", "init", "-q")
-    commit(directory, "project")
-
-
-def commit(project, message):
-    run_command(project, "git", "add", "-A")
-    run_command(project, "git", "commit", "-qm", message)
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
-def model_metrics(project):
-    """The metrics the pipeline wrote: test metrics, the final training loss and the per-category table."""
-    test = read_json(project / METRICS_FILE)
-    return {"test": {name: test[name] for name in TEST_METRICS},
-            "train_loss": read_json(project / TRAIN_METRICS)["train_loss"],
-            "per_category": read_json(project / PER_CATEGORY_FILE)}
-
-
-# --- the pipeline under dvc --------------------------------------------------------------------------
-
-def bench_pipeline(project):
-    """Each stage alone, then the full pipeline, then an epochs experiment on top of the committed run."""
-    baseline = run_command(project, "dvc", "status")
-    report = {"dvc_alone": {"seconds": baseline.seconds, "max_rss_mib": baseline.max_rss_mib}, "stages": {}}
-    for stage in STAGES:
-        measured = run_command(project, "dvc", "repro", "--single-item", "--force", stage)
-        report["stages"][stage] = {"seconds": measured.seconds, "max_rss_mib": measured.max_rss_mib}
-        say(f"stage {stage}: {measured.seconds:.1f} s, peak {measured.max_rss_mib:.0f} MiB")
-    full = run_command(project, "dvc", "repro", "--force")
-    report["full_repro"] = {"seconds": full.seconds, "max_rss_mib": full.max_rss_mib,
-                            "stages_ran": stages_ran(full.output)}
-    say(f"full dvc repro --force: {full.seconds:.1f} s ({', '.join(report['full_repro']['stages_ran'])})")
-    report["metrics_full_repro"] = model_metrics(project)
+def bench_pipeline(project: Path, repeats: int) -> dict:
+    """Each stage in turn, a full forced repro, import times, then the experiments on the committed run."""
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    report = {"stages": [measure(project, "dvc", "repro", "--single-item", stage) for stage in stages],
+              "full_repro": measure(project, "dvc", "repro", "--force"), "metrics": {"full repro": quality(project)},
+              "imports": import_seconds(project, repeats), "experiments": []}
     commit(project, "full run")
-    key, value = EXPERIMENT
-    experiment = run_command(project, "dvc", "exp", "run", "-S", f"{key}={value}")
-    ran = stages_ran(experiment.output)
-    report["experiment"] = {"command": f"dvc exp run -S {key}={value}", "seconds": experiment.seconds,
-                            "max_rss_mib": experiment.max_rss_mib,
-                            "ratio_to_full_repro": experiment.seconds / full.seconds,
-                            "target": EXPERIMENT_RATIO_TARGET, "stages_ran": ran,
-                            "only_train_and_evaluate": ran == EXPERIMENT_STAGES}
-    report["metrics_after_experiment"] = model_metrics(project)
-    say(f"{report['experiment']['command']}: {experiment.seconds:.1f} s "
-        f"({report['experiment']['ratio_to_full_repro']:.3f} of the full repro; ran {', '.join(ran) or 'nothing'})")
+    for setting in EXPERIMENTS:
+        run(project, "git", "checkout", "--", "params.yaml")  # each experiment is one change to the committed run
+        experiment = measure(project, "dvc", "exp", "run", "-S", setting)
+        experiment["torch_import_ratio"] = experiment["seconds"] / report["imports"]["torch"]
+        report["experiments"].append(experiment)
+        report["metrics"][f"-S {setting}"] = quality(project)
     return report
 
 
-# --- download volume ---------------------------------------------------------------------------------
+def featurize_throughput(project: Path, image_size: int, trainable_blocks: int, repeats: int) -> dict:
+    """Drawings per second of each featurize engine on the project's test drawings, engine set-up not counted."""
+    from carsketch.features import feature_function  # torch: imported only now, see measure()
+    from carsketch.model import batched, build_classifier
 
-def header_bytes(path):
-    """The .npy header's length: the least a Range request for the first rows must fetch besides them."""
-    with open(path, "rb") as stream:
-        return parse_npy_header(stream, path).data_offset
+    classifier = build_classifier(project / BACKBONE_FILE, trainable_blocks)
+    bitmaps = np.load(project / PROCESSED_DIR / "test" / "x.npy")[:FEATURIZE_DRAWINGS]
+    rates = {}
+    for engine in FEATURIZE_ENGINES:
+        function = feature_function(classifier, image_size, engine)
+        batched(function, bitmaps[:64])  # warm-up
+        seconds = timeit.repeat(lambda: batched(function, bitmaps), number=1, repeat=repeats)
+        rates[engine] = len(bitmaps) / statistics.median(seconds)
+    return {"image_size": image_size, "drawings": len(bitmaps), "drawings_per_s": rates}
 
 
-def download_volume(download_report, drawings_dir):
-    """Bytes fetched against the least that could be (rows x 784 + header) and against the whole files."""
-    rows = []
-    for category, entry in sorted(download_report["categories"].items()):
-        needed = entry["rows"] * ROW_BYTES + header_bytes(drawings_dir / f"{category}.npy")
-        rows.append({"category": category, "rows": entry["rows"], "bytes_fetched": entry["bytes_fetched"],
-                     "bytes_needed": needed, "full_size_bytes": entry["full_size_bytes"]})
+def download_volume(download_report: dict, drawings_dir: Path) -> dict:
+    """Bytes fetched against the least a download can fetch: each category's rows x 784 plus its .npy header."""
+    needed = sum(entry["rows"] * BITMAP_PIXELS + np.load(drawings_dir / f"{name}.npy", mmap_mode="r").offset
+                 for name, entry in download_report["categories"].items())
     fetched = download_report["bytes_fetched"]
-    needed = sum(row["bytes_needed"] for row in rows)
-    return {"bytes_fetched": fetched, "bytes_needed": needed, "full_size_bytes": download_report["full_size_bytes"],
-            "ratio_to_needed": fetched / needed, "target": DOWNLOAD_RATIO_TARGET,
-            "ratio_to_full_size": fetched / download_report["full_size_bytes"], "categories": rows}
+    return {"bytes_fetched": fetched, "bytes_needed": needed, "ratio_to_needed": fetched / needed,
+            "full_size_bytes": download_report["full_size_bytes"]}
 
 
-# --- in-process timings ------------------------------------------------------------------------------
-
-def timed(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+def table(headers: Iterable[str], rows: Iterable[Iterable]) -> list[str]:
+    headers = list(headers)
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
-def interleaved_medians(runs, repeats):
-    """Median seconds of each named run over `repeats` rounds after one warm-up round. The runs take
-    turns within a round, so that load from others on this shared machine hits all of them alike."""
-    for run in runs.values():
-        run()
-    seconds = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            seconds[name].append(timed(run))
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
-def featurize_throughput(classifier, bitmaps, image_size, our_engine, repeats):
-    """Drawings per second of each featurize engine on the same batches (engine set-up not counted), and
-    ours (the configured engine) and torch relative to ONNX Runtime, the peer."""
-    functions = {engine: feature_function(classifier, image_size, engine) for engine in ENGINES}
-    runs = {engine: (lambda function=function: batched(function, bitmaps)) for engine, function in functions.items()}
-    seconds = interleaved_medians(runs, repeats)
-    rates = {engine: len(bitmaps) / seconds[engine] for engine in ENGINES}
-    return {"image_size": image_size, "drawings_per_s": rates,
-            "ours_over_onnxruntime": rates[our_engine] / rates[REFERENCE_ENGINE],
-            "torch_over_onnxruntime": rates["torch"] / rates[REFERENCE_ENGINE]}
-
-
-def seed_style_training(classifier, bitmaps, labels, image_size, params):
-    """The seed notebooks' loop: every epoch runs the whole model, frozen backbone included, in eager
-    torch with autograd on, over every drawing, and Adam steps the head. This is the cost featurize removes."""
-    torch.manual_seed(params["seed"])
-    generator = torch.Generator().manual_seed(params["seed"])
-    optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=params["lr"])
-    loss_function = nn.BCEWithLogitsLoss()
-    classifier.train()
-    for _ in range(params["epochs"]):
-        for batch in torch.randperm(len(labels), generator=generator).split(params["batch_size"]):
-            loss = loss_function(classifier(to_model_input(bitmaps[batch.numpy()], image_size)), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    classifier.eval()
-
-
-def featurize_once_training(classifier, bitmaps, labels, image_size, params):
-    """The pipeline's way: featurize once with the configured engine (set-up included), then fit the head."""
-    features = batched(feature_function(classifier, image_size, params["featurize_engine"]), bitmaps)
-    with contextlib.redirect_stdout(io.StringIO()):  # fit prints a line per epoch
-        fit(classifier, features, labels, params["epochs"], params["batch_size"], params["lr"], params["seed"],
-            params["lr_schedule"])
-
-
-def training_seconds(classifier, bitmaps, labels, image_size, params, repeats):
-    """Seconds for the seed's loop and for ours, each run from the same untrained classifier."""
-    runs = {name: (lambda train=train: train(copy.deepcopy(classifier), bitmaps, labels, image_size, params))
-            for name, train in (("seed", seed_style_training), ("ours", featurize_once_training))}
-    return interleaved_medians(runs, repeats)
-
-
-def bench_models(project, params, settings):
-    """Featurize throughput and training time per image size, on real drawings from the project's split."""
-    classifier = build_classifier(params["weights"], params["trainable_blocks"], params["seed"])
-    test_bitmaps = load_npz(project / PROCESSED_DIR / "test.npz")["x"][:settings.drawings]
-    train = load_npz(project / PROCESSED_DIR / "train.npz")
-    train_bitmaps = train["x"][:settings.drawings]
-    train_labels = torch.from_numpy(train["y"][:settings.drawings].astype(np.float32))
-    featurize, training = [], []
-    for image_size in settings.image_sizes:
-        featurize.append(featurize_throughput(classifier, test_bitmaps, image_size, params["featurize_engine"],
-                                              settings.repeats))
-        say(f"featurize {image_size}px: " + ", ".join(f"{engine} {rate:.0f}/s"
-                                                     for engine, rate in featurize[-1]["drawings_per_s"].items()))
-        seconds = training_seconds(classifier, train_bitmaps, train_labels, image_size, params, settings.repeats)
-        training.append({"image_size": image_size, "seed_seconds": seconds["seed"], "ours_seconds": seconds["ours"],
-                         "seed_over_ours": seconds["seed"] / seconds["ours"]})
-        say(f"training {image_size}px: seed {seconds['seed']:.1f} s, ours {seconds['ours']:.1f} s")
-    engine = params["featurize_engine"]
-    return {"featurize": {"drawings": len(test_bitmaps), "batch": INFERENCE_BATCH, "engine": engine,
-                          "results": featurize},
-            "training": {"drawings": len(train_labels), "epochs": params["epochs"], "engine": engine,
-                         "results": training}}
-
-
-def machine_facts():
-    """What the timings depend on; the load average says how much other work shared the CPUs."""
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()[0],
-            "torch_threads": torch.get_num_threads(),
-            "thread_env": {name: os.environ[name] for name in THREAD_ENV if name in os.environ},
-            "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "dvc": importlib.metadata.version("dvc"), "platform": platform.platform()}
-
-
-# --- the report --------------------------------------------------------------------------------------
-
-def markdown_table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def verdict(value, target):
-    return f"{'meets' if value <= target else 'misses'} the target of <= {target}"
-
-
-def render_pipeline(pipeline):
-    baseline = pipeline["dvc_alone"]
-    rows = [("dvc alone (`dvc status`)", f"{baseline['seconds']:.1f}", f"{baseline['max_rss_mib']:.0f}")]
-    rows += [(f"`{name}`", f"{stage['seconds']:.1f}", f"{stage['max_rss_mib']:.0f}")
-             for name, stage in pipeline["stages"].items()]
-    full, experiment = pipeline["full_repro"], pipeline["experiment"]
-    rows.append(("full `dvc repro --force`", f"{full['seconds']:.1f}", f"{full['max_rss_mib']:.0f}"))
-    rows.append((f"`{experiment['command']}`", f"{experiment['seconds']:.1f}", f"{experiment['max_rss_mib']:.0f}"))
-    ran = ", ".join(experiment["stages_ran"]) or "nothing"
-    expected = "only train and evaluate, as expected" if experiment["only_train_and_evaluate"] else "NOT as expected"
+def render_markdown(report: dict) -> str:
+    """The report for people: one table of commands, the ratios and rates, and the test metrics."""
+    machine, settings, imports = report["machine"], report["settings"], report["imports"]
+    categories = settings["params"]["categories"]
+    featurize, download, experiments = report["featurize"], report["download"], report["experiments"]
+    runs = [*report["stages"], report["full_repro"], *experiments]
+    only_train_evaluate = all(row["stages_ran"] == ["train", "evaluate"] for row in experiments)
+    meets = all(row["torch_import_ratio"] <= RATIO_TARGET for row in experiments)
     return "\n".join([
-        "## Pipeline under DVC",
-        "",
-        "Each stage by `dvc repro --single-item --force <stage>`, in order; then the whole pipeline; then, "
-        "after committing, the experiment. Peak RSS: ru_maxrss of the dvc process from os.wait4, i.e. the "
-        "largest of dvc itself and the stage processes it ran (a row at dvc's own figure means a smaller stage).",
-        "",
-        markdown_table(("run", "wall s", "peak RSS MiB"), rows),
-        "",
-        f"- experiment / full repro: **{experiment['ratio_to_full_repro']:.3f}** "
-        f"({verdict(experiment['ratio_to_full_repro'], experiment['target'])})",
-        f"- stages the experiment ran: {ran} ({expected})",
-    ])
-
-
-def render_featurize(featurize, repeats):
-    rows = [(result["image_size"], *(f"{result['drawings_per_s'][engine]:.0f}" for engine in ENGINES),
-             f"{result['ours_over_onnxruntime']:.2f}", f"{result['torch_over_onnxruntime']:.2f}")
-            for result in featurize["results"]]
-    headers = ("image size", *(f"{engine} drawings/s" for engine in ENGINES),
-               f"ours ({featurize['engine']}) / {REFERENCE_ENGINE}", f"torch / {REFERENCE_ENGINE}")
-    return "\n".join([
-        "## Featurize throughput",
-        "",
-        f"`stages.featurize.feature_function` over the same {featurize['drawings']} test drawings in batches of "
-        f"{featurize['batch']}; median of {repeats} timed run(s) after a warm-up, engines interleaved, engine set-up "
-        f"not counted. Ratios are throughput relative to ONNX Runtime, the peer; above 1 is faster. Ours is the "
-        f"configured `featurize_engine`: when that is onnxruntime, its ratio is 1 by construction.",
-        "",
-        markdown_table(headers, rows),
-    ])
-
-
-def render_training(training, repeats):
-    rows = [(result["image_size"], f"{result['seed_seconds']:.2f}", f"{result['ours_seconds']:.2f}",
-             f"{result['seed_over_ours']:.1f}") for result in training["results"]]
-    return "\n".join([
-        "## Training: the seed's way vs featurize once",
-        "",
-        f"{training['epochs']} epochs on {training['drawings']} train drawings, median of {repeats} timed run(s) "
-        "after a warm-up. Seed: every epoch runs the whole model (frozen backbone in eager torch, autograd on) on "
-        f"every drawing. Ours: featurize once with `featurize_engine` ({training['engine']}, set-up included), then "
-        "`stages.train.fit` on the cached features.",
-        "",
-        markdown_table(("image size", "seed s", "ours s", "seed / ours"), rows),
-    ])
-
-
-def render_download(download):
-    rows = [(row["category"], row["rows"], f"{row['bytes_fetched']:,}", f"{row['bytes_needed']:,}",
-             f"{row['bytes_fetched'] / row['bytes_needed']:.3f}", f"{row['full_size_bytes']:,}")
-            for row in download["categories"]]
-    return "\n".join([
-        "## Download",
-        "",
-        f"- fetched **{download['bytes_fetched']:,}** bytes; rows fetched x {ROW_BYTES} + headers = "
-        f"{download['bytes_needed']:,}: ratio **{download['ratio_to_needed']:.4f}** "
-        f"({verdict(download['ratio_to_needed'], download['target'])})",
-        f"- the files' full size: {download['full_size_bytes']:,} bytes; fetched / full = "
-        f"{download['ratio_to_full_size']:.3f}",
-        "",
-        markdown_table(("category", "rows", "bytes fetched", "rows x 784 + header", "ratio", "full size"), rows),
-    ])
-
-
-def render_quality(before, after, experiment_command):
-    rows = [(name, f"{before['test'][name]:.4f}", f"{after['test'][name]:.4f}") for name in TEST_METRICS]
-    rows.append(("final train loss", f"{before['train_loss']:.4f}", f"{after['train_loss']:.4f}"))
-    categories = [(name, row["label"], row["drawings"], f"{row['accuracy']:.3f}", f"{row['predicted_car_share']:.3f}",
-                   f"{after['per_category'][name]['accuracy']:.3f}") for name, row in before["per_category"].items()]
-    return "\n".join([
-        "## Model quality",
-        "",
-        f"Test metrics of the full repro and after `{experiment_command}`.",
-        "",
-        markdown_table(("metric", "full repro", "after experiment"), rows),
-        "",
-        markdown_table(("category", "label", "test drawings", "accuracy", "predicted car", "accuracy after experiment"),
-                       categories),
-    ])
-
-
-def render_markdown(report):
-    machine, settings = report["machine"], report["settings"]
-    overrides = ", ".join(f"`{key}={value}`" for key, value in settings["overrides"].items()) or "none"
-    thread_env = ", ".join(f"{name}={value}" for name, value in machine["thread_env"].items()) or "OMP/MKL unset"
-    return "\n\n".join([
-        "# Car Sketch Classifier benchmark",
-        f"{machine['date']}; {machine['cpu_count']} CPUs, torch threads {machine['torch_threads']} ({thread_env}), "
-        f"load average (1 min) {machine['load_average_start']:.1f} at the start, "
-        f"{machine['load_average_end']:.1f} at the end; "
-        f"Python {machine['python']}, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
-        f"dvc {machine['dvc']}; {machine['platform']}.\n"
-        f"Real Quick, Draw! drawings ({settings['categories']} categories, car = {', '.join(CAR_CATEGORIES)}), "
-        f"max_per_category {settings['params']['max_per_category']}, image_size {settings['params']['image_size']}, "
-        f"trainable_blocks {settings['params']['trainable_blocks']}; overrides: {overrides}"
-        f"{'; --quick' if settings['quick'] else ''}.",
-        render_pipeline(report["pipeline"]),
-        render_featurize(report["models"]["featurize"], settings["repeats"]),
-        render_training(report["models"]["training"], settings["repeats"]),
-        render_download(report["download"]),
-        render_quality(report["pipeline"]["metrics_full_repro"], report["pipeline"]["metrics_after_experiment"],
-                       report["pipeline"]["experiment"]["command"]),
+        "# Car Sketch Classifier benchmark", "",
+        f"{machine['date']}, {machine['cpus']} CPUs, load {machine['load_start']:.1f} at the start and "
+        f"{machine['load_end']:.1f} at the end; " + ", ".join(f"{name} {version}" for name, version
+                                                         in machine["versions"].items()) + ".",
+        f"{sum(map(len, categories.values()))} categories (car: {', '.join(categories['car'])}); "
+        + ", ".join(f"{key} {settings['params'][key]}" for key in ("max_per_category", "image_size", "epochs"))
+        + f"; overrides: {', '.join(f'{k}={v}' for k, v in settings['overrides'].items()) or 'none'}"
+        + (" (--quick)" if settings["quick"] else "") + ".", "",
+        *table(("command", "wall s", "peak RSS MiB", "stages ran"),
+               ((f"`{row['command']}`", f"{row['seconds']:.1f}", f"{row['peak_rss_mib']:.0f}",
+                 ", ".join(row["stages_ran"]) or "-") for row in runs)), "",
+        f"- import (median of {settings['repeats']}): " + ", ".join(f"`{module}` {seconds:.2f} s"
+                                                                   for module, seconds in imports.items()),
+        "- experiment / `import torch`: " + ", ".join(f"`{row['command']}` **{row['torch_import_ratio']:.1f}x**"
+                                                    for row in experiments)
+        + f" ({'meets' if meets else 'misses'} the target of <= {RATIO_TARGET}x)",
+        f"- the experiments re-ran only train and evaluate: {'yes' if only_train_evaluate else '**NO**'}",
+        f"- featurize at {featurize['image_size']} px, {featurize['drawings']} drawings: "
+        + ", ".join(f"{engine} {rate:.0f} drawings/s" for engine, rate in featurize["drawings_per_s"].items()),
+        f"- download: {download['bytes_fetched']:,} bytes fetched; rows x {BITMAP_PIXELS} + headers "
+        f"{download['bytes_needed']:,}: ratio **{download['ratio_to_needed']:.4f}**; "
+        f"{download['bytes_fetched'] / download['full_size_bytes']:.0%} of the files' full size",
+        f"- this process's own peak RSS before the commands: {machine['bench_rss_mib']:.0f} MiB "
+        "(no command can report less)", "",
+        *table(("test metric", *report["metrics"]),
+               ((name, *(f"{values[name]:.4f}" for values in report["metrics"].values())) for name in TEST_METRICS)),
     ]) + "\n"
 
 
-# --- main --------------------------------------------------------------------------------------------
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings (one small image size, one repeat)")
-    parser.add_argument("--repeats", type=int, help="timed runs per measurement (default 3; 1 with --quick)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "reports", help="where report.md/.json go")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a params.yaml value (YAML), e.g. --set image_size=128; repeatable")
-    args = parser.parse_args(argv)
-    if args.repeats is not None and args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    return args
+def override(assignment: str) -> tuple[str, object]:
+    """`key=value` as (key, YAML value); a key params.yaml lacks is an error, as no stage would read it."""
+    key, equals, value = assignment.partition("=")
+    if not equals or key not in yaml.safe_load((REPO_ROOT / "params.yaml").read_text()):
+        raise argparse.ArgumentTypeError(f"{assignment!r}: expected key=value with a key of params.yaml")
+    return key, yaml.safe_load(value)
 
 
-def main(argv=None):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"a tiny run: {QUICK_PARAMS}, one repeat")
+    parser.add_argument("--set", type=override, action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml value (YAML) for the benchmarked project; repeatable")
+    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared",
+                        help=f"folder with {DRAWINGS_DIR}/ and {WEIGHTS_FILE} (default: ../shared)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "reports", help="where the report goes")
+    return parser.parse_args(argv)
+
+
+def machine_facts() -> dict:
+    """What the timings depend on; the load average says how much other work shared the CPUs."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "load_start": os.getloadavg()[0],
+            "versions": {"python": platform.python_version(),
+                         **{name: importlib.metadata.version(name) for name in ("torch", "onnxruntime", "dvc")}}}
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = machine_facts()
-    reason = missing_inputs()
-    if reason:
-        print(f"skipped: {reason}")
+    drawings_dir, weights = args.shared / DRAWINGS_DIR, args.shared / WEIGHTS_FILE
+    missing = [str(path) for path in (weights, *(drawings_dir / f"{name}.npy" for name in CAR_CATEGORIES))
+               if not path.is_file()]
+    if missing:
+        print(f"skipped: no {', '.join(missing)}")
         return 0
-    settings = QUICK if args.quick else FULL
-    settings = settings._replace(repeats=args.repeats or settings.repeats)
+    repeats = 1 if args.quick else 3
+    not_car = sorted(path.stem for path in drawings_dir.glob("*.npy") if path.stem not in CAR_CATEGORIES)
+    machine = machine_facts()
+    server = serve(drawings_dir)
     try:
-        overrides = parse_overrides(args.overrides, yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-    with mirror(DRAWINGS_DIR) as server, tempfile.TemporaryDirectory(prefix="car-sketch-bench-") as directory:
-        project = Path(directory)
-        params = bench_params(server.url, overrides)
-        make_project(project, params)
-        say(f"project in {project}, drawings served at {server.url}")
-        pipeline = bench_pipeline(project)
-        download = download_volume(read_json(project / DOWNLOAD_REPORT), DRAWINGS_DIR)
-        models = bench_models(project, params, settings)
-    report = {"machine": {**machine, "load_average_end": os.getloadavg()[0]},
-              "settings": {"quick": args.quick, "repeats": settings.repeats, "drawings": settings.drawings,
-                           "image_sizes": list(settings.image_sizes), "overrides": overrides,
-                           "categories": len(params["categories"]["car"]) + len(params["categories"]["not_car"]),
-                           "params": params},
-              "pipeline": pipeline, "models": models, "download": download}
+        with tempfile.TemporaryDirectory(prefix="car-sketch-bench-") as directory:
+            project = Path(directory)
+            written = make_project(project, **{
+                "base_url": server.url, "weights": str(weights), **BENCH_PARAMS,
+                "categories": {"car": list(CAR_CATEGORIES), "not_car": not_car},
+                **(QUICK_PARAMS if args.quick else {}), **dict(args.set)})
+            params = load_params(project / "params.yaml")  # a bad --set value stops here, before any work
+            machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            report = bench_pipeline(project, repeats)
+            report["download"] = download_volume(json.loads((project / DOWNLOAD_REPORT).read_text()), drawings_dir)
+            report["featurize"] = featurize_throughput(project, params.image_size, params.trainable_blocks, repeats)
+    finally:
+        server.shutdown()
+        server.server_close()
+    report["machine"] = {**machine, "load_end": os.getloadavg()[0]}
+    report["settings"] = {"quick": args.quick, "repeats": repeats, "overrides": dict(args.set), "params": written}
     markdown = render_markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown)
     print(markdown)
-    say(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

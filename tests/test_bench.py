@@ -1,79 +1,90 @@
-"""bench/run.py's pure parts: --set parsing, interleaved medians, download volume and the markdown report.
+"""The benchmark's own parts: --set parsing, measuring a command, bytes accounting, the report, skipping.
 
-The benchmark itself needs ../shared and takes minutes: run it by hand (`python bench/run.py`).
+The benchmark itself needs ../shared and takes minutes: run it by hand (`python -m bench.run`).
 """
+
+import argparse
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from bench.run import download_volume, interleaved_medians, parse_overrides, render_markdown, stages_ran
+from bench.project import REPO_ROOT, stages_ran
+from bench.run import download_volume, measure, override, parse_args, render_markdown
 
 
-def test_set_overrides_parse_yaml_values_and_reject_unknown_keys():
-    params = {"image_size": 96, "lr_schedule": "constant", "lr": 0.001, "categories": {}}
-    assert parse_overrides(["image_size=128", "lr_schedule=cosine", "lr=0.0005", "categories={car: [car]}"],
-                           params) == {"image_size": 128, "lr_schedule": "cosine", "lr": 0.0005,
-                                       "categories": {"car": ["car"]}}
-    with pytest.raises(ValueError, match="no key 'image_sise'"):
-        parse_overrides(["image_sise=128"], params)
-    with pytest.raises(ValueError, match="key=value"):
-        parse_overrides(["image_size"], params)
+def test_set_takes_yaml_values_for_params_yaml_keys_only():
+    args = parse_args(["--set", "image_size=64", "--set", "lr=0.0005", "--set", "lr_schedule=cosine",
+                       "--set", "categories={car: [car], not_car: [apple]}", "--set", "max_per_category=null"])
+    assert dict(args.set) == {"image_size": 64, "lr": 0.0005, "lr_schedule": "cosine",
+                              "categories": {"car": ["car"], "not_car": ["apple"]}, "max_per_category": None}
+    for wrong in ("image_sise=64", "image_size"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"'{wrong}': expected key=value with a key of params"):
+            override(wrong)
 
 
-def test_interleaved_medians_warm_up_once_then_take_turns():
-    calls = []
-    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
-    assert calls == ["a", "b"] * 3
-    assert set(medians) == {"a", "b"}
+def test_measure_reports_the_commands_own_peak_memory_and_fails_loudly(tmp_path):
+    mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024 + 256  # more than this process ever held
+    allocate = f"import sys; data = b'x' * ({mib} << 20); print(\"Running stage 'train':\"); sys.stdout.flush()"
+    measured = measure(tmp_path, sys.executable, "-c", allocate)
+    assert measured["peak_rss_mib"] >= mib and measured["seconds"] > 0 and measured["stages_ran"] == ["train"]
+    with pytest.raises(SystemExit, match="failed \\(3\\):\nboom"):
+        measure(tmp_path, sys.executable, "-c", "import sys; print('boom'); sys.exit(3)")
 
 
-def small_report(download):
-    metrics = {"test": {"accuracy": 0.9173, "loss": 0.2305, "roc_auc": 0.9714, "precision": 0.8893, "recall": 0.953,
-                        "f1": 0.92},
-               "train_loss": 0.2453,
-               "per_category": {"car": {"label": "car", "drawings": 294, "accuracy": 0.952,
-                                        "predicted_car_share": 0.952}}}
-    stage = {"seconds": 2.0, "max_rss_mib": 60.0}
-    return {
-        "machine": {"date": "2026-01-01T00:00:00+00:00", "cpu_count": 2, "load_average_start": 1.0,
-                    "load_average_end": 2.0, "torch_threads": 2, "thread_env": {"OMP_WAIT_POLICY": "PASSIVE"},
-                    "python": "3.11.7", "torch": "2.14.1", "onnxruntime": "1.32.0", "dvc": "3.67.1",
-                    "platform": "Linux"},
-        "settings": {"quick": False, "repeats": 3, "drawings": 512, "image_sizes": [96], "categories": 3,
-                     "overrides": {"image_size": 128},
-                     "params": {"max_per_category": 1500, "image_size": 128, "trainable_blocks": 0}},
-        "pipeline": {"dvc_alone": stage, "stages": {"train": stage},
-                     "full_repro": {"seconds": 100.0, "max_rss_mib": 900.0, "stages_ran": ["train"]},
-                     "experiment": {"command": "dvc exp run -S epochs=5", "seconds": 4.2, "max_rss_mib": 500.0,
-                                    "ratio_to_full_repro": 0.042, "target": 0.05, "stages_ran": ["train", "evaluate"],
-                                    "only_train_and_evaluate": True},
-                     "metrics_full_repro": metrics, "metrics_after_experiment": metrics},
-        "models": {"featurize": {"drawings": 512, "batch": 256, "engine": "onnxruntime", "results": [
-                       {"image_size": 96, "drawings_per_s": {"onnxruntime": 300.0, "torch": 120.0},
-                        "ours_over_onnxruntime": 1.0, "torch_over_onnxruntime": 0.4}]},
-                   "training": {"drawings": 512, "epochs": 3, "engine": "onnxruntime", "results": [
-                       {"image_size": 96, "seed_seconds": 30.0, "ours_seconds": 5.0, "seed_over_ours": 6.0}]}},
-        "download": download,
+def test_download_volume_counts_rows_and_each_files_header(tmp_path):
+    for name in ("car", "tractor"):  # np.save writes a 128-byte header, as Google's files have
+        np.save(tmp_path / f"{name}.npy", np.zeros((10, 784), np.uint8))
+    needed = 4 * 784 + 128 + 6 * 784 + 128
+    report = {"bytes_fetched": needed + 100, "full_size_bytes": 2 * (10 * 784 + 128),
+              "categories": {"car": {"rows": 4}, "tractor": {"rows": 6}}}
+    assert download_volume(report, tmp_path) == {"bytes_fetched": needed + 100, "bytes_needed": needed,
+                                                 "ratio_to_needed": (needed + 100) / needed,
+                                                 "full_size_bytes": 2 * (10 * 784 + 128)}
+
+
+def run_figures(command, seconds, ran):
+    return {"command": command, "seconds": seconds, "peak_rss_mib": 512.4, "stages_ran": ran}
+
+
+def test_report_renders_every_figure():
+    metrics = {"accuracy": 0.9173, "loss": 0.2305, "roc_auc": 0.9714}
+    report = {
+        "machine": {"date": "2026-01-01T00:00:00+00:00", "cpus": 2, "load_start": 1.0, "load_end": 2.0,
+                    "versions": {"python": "3.11.7", "torch": "2.14.1"}, "bench_rss_mib": 31.0},
+        "settings": {"quick": True, "repeats": 1, "overrides": {"epochs": 2},
+                     "params": {"max_per_category": 100, "image_size": 32, "epochs": 2,
+                                "categories": {"car": ["car", "tractor"], "not_car": ["apple"]}}},
+        "stages": [run_figures("dvc repro --single-item train", 2.04, ["train"])],
+        "full_repro": run_figures("dvc repro --force", 30.0, ["train", "evaluate"]),
+        "experiments": [{**run_figures("dvc exp run -S epochs=5", 7.5, ["train", "evaluate"]),
+                         "torch_import_ratio": 3.125}],
+        "imports": {"torch": 2.4, "stages.train": 3.1},
+        "metrics": {"full repro": metrics, "-S epochs=5": {**metrics, "accuracy": 0.93}},
+        "featurize": {"image_size": 32, "drawings": 80, "drawings_per_s": {"onnxruntime": 2500.4, "torch": 800.0}},
+        "download": {"bytes_fetched": 3264, "bytes_needed": 3264, "ratio_to_needed": 1.0, "full_size_bytes": 6528},
     }
-
-
-def test_report_counts_download_bytes_and_renders_every_figure(tmp_path):
-    np.save(tmp_path / "car.npy", np.zeros((10, 784), np.uint8))  # a 128-byte header, as Google's files have
-    download = download_volume({"bytes_fetched": 4 * 784 + 128, "full_size_bytes": 10 * 784 + 128,
-                                "categories": {"car": {"rows": 4, "bytes_fetched": 4 * 784 + 128,
-                                                       "full_size_bytes": 10 * 784 + 128}}}, tmp_path)
-    assert download["bytes_needed"] == 4 * 784 + 128 and download["ratio_to_needed"] == 1.0
-
-    markdown = render_markdown(small_report(download))
-    for figure in ("| `train` | 2.0 | 60 |", "**0.042** (meets the target of <= 0.05)", "only train and evaluate",
-                   "| 96 | 300 | 120 | 1.00 | 0.40 |", "| 96 | 30.00 | 5.00 | 6.0 |", "ratio **1.0000**",
-                   "| accuracy | 0.9173 | 0.9173 |", "| final train loss | 0.2453 | 0.2453 |", "`image_size=128`",
-                   "OMP_WAIT_POLICY=PASSIVE",
-                   "| car | car | 294 | 0.952 | 0.952 | 0.952 |"):
+    markdown = render_markdown(report)
+    for figure in ("| `dvc repro --single-item train` | 2.0 | 512 | train |",
+                   "| `dvc exp run -S epochs=5` | 7.5 | 512 | train, evaluate |", "`torch` 2.40 s",
+                   "`dvc exp run -S epochs=5` **3.1x** (misses the target of <= 3x)",
+                   "re-ran only train and evaluate: yes", "onnxruntime 2500 drawings/s, torch 800 drawings/s",
+                   "ratio **1.0000**; 50% of the files' full size", "| accuracy | 0.9173 | 0.9300 |",
+                   "3 categories (car: car, tractor); max_per_category 100, image_size 32, epochs 2; overrides: epochs=2 (--quick)", "31 MiB"):
         assert figure in markdown
+    report["experiments"][0]["stages_ran"] = ["featurize", "train", "evaluate"]
+    assert "re-ran only train and evaluate: **NO**" in render_markdown(report)
 
 
 def test_stages_ran_reads_dvc_output():
     output = "Stage 'download' didn't change, skipping\nRunning stage 'train':\n> python -m stages.train\n" \
              "Running stage 'evaluate':\n"
     assert stages_ran(output) == ["train", "evaluate"]
+
+
+def test_without_the_shared_data_the_benchmark_skips(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--shared", str(tmp_path / "missing")],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("skipped: no "), result.stderr

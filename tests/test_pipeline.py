@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2
 
-from bench.project import commit, make_project, run
+from bench.project import commit, make_project, run, stages_ran
 from conftest import write_category_files
 
 
@@ -67,8 +67,3 @@ def test_new_weights_in_the_same_file_show_in_dvc_status(project, tmp_path):
     assert "changed deps" in status and "weights.pth" in status
     output = run(project, "dvc", "repro", "featurize")
     assert "Running stage 'weights'" in output
-
-
-def stages_ran(dvc_output):
-    """The stages DVC says it ran, in order."""
-    return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]
