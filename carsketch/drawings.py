@@ -39,15 +39,30 @@ def _reduce(canvas):
     return np.asarray(canvas.reduce(SUPERSAMPLE), dtype=np.uint8)
 
 
-def _strokes(drawing):
-    """A drawing's strokes as (2, n) float arrays of x and y; a raw drawing's third row (times) is dropped."""
+MALFORMED = "malformed drawing: expected strokes like [[x, ...], [y, ...]]"
+
+
+def _stroke(stroke, number):
+    """One stroke as a (2, n) float array of x and y; further rows (a raw drawing's times) are dropped."""
     try:
-        strokes = [np.asarray(stroke, dtype=float)[:2] for stroke in drawing]
-        well_formed = all(stroke.ndim == 2 and len(stroke) == 2 and np.isfinite(stroke).all() for stroke in strokes)
-    except (TypeError, ValueError, IndexError):
-        well_formed = False
-    if not well_formed:
-        raise PipelineError('malformed drawing: expected strokes like [[x, ...], [y, ...]]')
+        x, y = (np.asarray(values, dtype=float) for values in stroke[:2])
+    except (TypeError, ValueError, KeyError):
+        raise PipelineError(MALFORMED) from None
+    if x.ndim != 1 or y.ndim != 1:
+        raise PipelineError(MALFORMED)
+    if len(x) != len(y):
+        raise PipelineError(f"malformed drawing: stroke {number} has {len(x)} x but {len(y)} y values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise PipelineError(f"malformed drawing: stroke {number} has a NaN or infinite coordinate")
+    return np.stack([x, y])
+
+
+def _strokes(drawing):
+    """A drawing's strokes as (2, n) float arrays of x and y; a one-line PipelineError says what is wrong."""
+    try:
+        strokes = [_stroke(stroke, number) for number, stroke in enumerate(drawing, 1)]
+    except TypeError:  # not a list at all
+        raise PipelineError(MALFORMED) from None
     if not sum(stroke.shape[1] for stroke in strokes):
         raise PipelineError("empty drawing (no points)")
     return strokes

@@ -71,8 +71,10 @@ def test_raw_strokes_are_scaled_like_simplified_ones():
 
 @pytest.mark.parametrize("drawing, message", [([], "empty drawing"), ([[[], []]], "empty drawing"),
                                               ([[1, 2]], "malformed drawing"), ("abc", "malformed drawing"),
-                                              (None, "malformed drawing"), ([[[1, 2], [3]]], "malformed drawing"),
-                                              ([[[0, float("nan")], [0, 5]]], "malformed drawing")])
+                                              (None, "malformed drawing"), ([[[[1]], [[2]]]], "malformed drawing"),
+                                              ([[[1, 2], [3]]], "stroke 1 has 2 x but 1 y values"),
+                                              ([[[0, float("nan")], [0, 5]]], "stroke 1 has a NaN or infinite"),
+                                              ([[[0], [0]], [[0, 1], [float("-inf"), 5]]], "stroke 2 has a NaN")])
 def test_unusable_strokes_are_refused(drawing, message):
     with pytest.raises(PipelineError, match=message):
         strokes_to_bitmap(drawing)
