@@ -90,10 +90,16 @@ def strokes_to_bitmap(drawing):
     return _reduce(canvas)
 
 
-def load_image(path):
-    """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright."""
+def load_image(path, max_pixels: int | None = None):
+    """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright.
+
+    With max_pixels, a larger image is refused before it is decoded: a small file can hold a huge image.
+    """
     try:
         with Image.open(path) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise PipelineError(f"image too large: {image.width}x{image.height} pixels, "
+                                    f"over {max_pixels:,}")
             return ImageOps.exif_transpose(image)
     except Image.UnidentifiedImageError:
         raise PipelineError("not an image file (not in any format Pillow reads)") from None

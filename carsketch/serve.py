@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 
-from carsketch.drawings import image_to_bitmap, strokes_to_bitmap
+from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
 from carsketch.errors import PipelineError
 from carsketch.model import TrainedModel, load_trained_model
 from carsketch.paths import MODEL_FILE
@@ -35,6 +35,8 @@ MAX_BODY_BYTES = 1_000_000
 # and 50 points), and it keeps one request's rasterising under about 2 s.
 MAX_STROKES = 1_000
 MAX_POINTS = 100_000
+# An upload may decode to this many pixels at most (a 1 MB PNG can hold hundreds of millions).
+MAX_IMAGE_PIXELS = 5000 * 5000
 # Drawings per model call at most; under load requests queue while the model runs and go in the next call.
 MAX_BATCH = 64
 
@@ -191,7 +193,7 @@ async def _json_bitmaps(request: Request) -> list[np.ndarray]:
 
 def _image_bitmap(data: bytes) -> np.ndarray:
     try:
-        return image_to_bitmap(io.BytesIO(data))
+        return image_to_bitmap(load_image(io.BytesIO(data), MAX_IMAGE_PIXELS))
     except PipelineError as error:
         raise HTTPException(422, str(error)) from None
 

@@ -104,9 +104,9 @@ def json_body(value):
     return {"content": value, "headers": {"Content-Type": "application/json"}}
 
 
-def png_bytes(colour):
+def png_bytes(colour, size=(64, 64), mode="RGB"):
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), colour).save(buffer, "PNG")
+    Image.new(mode, size, colour).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -141,10 +141,14 @@ BAD_INPUTS = {
     "a file that is not an image": ({"files": {"file": ("car.png", b"\x89PNG\r\n\x1a\n not really")}}, 422,
                                     "not an image file"),
     "a blank image": ({"files": {"file": ("blank.png", png_bytes("white"))}}, 422, "empty drawing (blank image)"),
+    "an image of over 25 million pixels in a small file": (
+        {"files": {"file": ("huge.png", png_bytes(1, (6000, 5000), "1"))}}, 422, "image too large: 6000x5000"),
     "an upload without a file field": ({"files": {"image": ("car.png", png_bytes("black"))}}, 422,
                                        'multipart field "file"'),
     "a form field instead of a file": ({"data": {"file": "car"}, "files": {"other": ("x", b"x")}}, 422,
                                        'multipart field "file"'),
+    "a multipart body without a boundary": ({"content": b"car", "headers": {"Content-Type": "multipart/form-data"}},
+                                            400, "boundary"),
     "a wrong content type": ({"content": "car", "headers": {"Content-Type": "text/plain"}}, 415,
                              "not text/plain"),
     "no content type": ({"content": b'{"drawing": [[[0], [0]]]}'}, 415, "not no content type"),
