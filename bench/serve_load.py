@@ -5,9 +5,10 @@
 It starts the real command on a free loopback port, has each client send its requests one after another on
 its own keep-alive connection until all are sent, and prints the error count, requests/s, p50 and p99
 latency, and the ratio to `predict`'s throughput on the same drawings (rasterising each, then one
-predict_proba over all of them, as the predict command does), measured in this process after the server
-has stopped. Without a model file it uses random weights at params.yaml's image_size: the figures are about
-speed, not accuracy, and it says which model it used. Clients and server share this machine's cores.
+predict_proba over all of them, as the predict command does), measured in this process while the server
+idles, taking turns with the load. Without a model file it uses random weights at params.yaml's
+image_size: the figures are about speed, not accuracy, and it says which model it used. Clients and
+server share this machine's cores.
 """
 
 import argparse
@@ -26,21 +27,22 @@ import httpx
 import numpy as np
 import yaml
 
-from bench.project import REPO_ROOT
 from carsketch.drawings import strokes_to_bitmap
 from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config
 from carsketch.paths import MODEL_FILE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
 def serve_process(model: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """`python -m carsketch serve` on a free loopback port; yields (process, base URL); Ctrl-C stops it after."""
     process = subprocess.Popen([sys.executable, "-m", "carsketch", "serve", "--model", str(model), "--port", "0"],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # its stderr is ours
     started = re.search(r" at (http://\S+) ", process.stdout.readline())
     if not started:
         process.kill()
-        raise RuntimeError(f"the server did not start: {process.communicate()[1]}")
+        raise RuntimeError("the server did not start: its error is above")
     try:
         yield process, started[1].rstrip("/")
     finally:
@@ -83,13 +85,11 @@ async def load(url: str, drawings: list, clients: int) -> tuple[list[float], int
         return latencies, errors, time.perf_counter() - start
 
 
-def predict_throughput(model_path: Path, drawings: list) -> float:
-    """Drawings/s the way `predict` classifies them: rasterise each, then one predict_proba over all."""
-    model = load_trained_model(model_path)
-    model.predict_proba(strokes_to_bitmap(drawings[0])[None])  # warm-up
+def predict_seconds(model: TrainedModel, drawings: list) -> float:
+    """How long `predict` takes over these drawings: rasterise each, then one predict_proba over all."""
     start = time.perf_counter()
     model.predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
-    return len(drawings) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def random_model(folder: Path) -> Path:
@@ -102,18 +102,27 @@ def random_model(folder: Path) -> Path:
     return path
 
 
-def benchmark(model_path: Path, requests: int, clients: int) -> dict:
-    """The load figures for `requests` single-drawing requests from `clients` clients, and predict's."""
+def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) -> dict:
+    """The load figures for `requests` single-drawing requests from `clients` clients, and predict's.
+
+    Serving and predict take turns over `rounds` shares of the drawings, so that a change in what else
+    runs on the machine slows both alike.
+    """
     drawings = scribbles(requests + clients)
     warm_up, drawings = drawings[:clients], drawings[clients:]
+    model = load_trained_model(model_path)
+    latencies, errors, served_s, predicted_s = [], 0, 0.0, 0.0
     with serve_process(model_path) as (_, url):
         asyncio.run(load(url, warm_up, clients))
-        latencies, errors, seconds = asyncio.run(load(url, drawings, clients))
-    served = requests / seconds
-    predicted = predict_throughput(model_path, drawings)
-    return {"requests": requests, "clients": clients, "errors": errors, "requests_per_s": served,
+        predict_seconds(model, warm_up)
+        for share in range(rounds):
+            part = drawings[share::rounds]
+            part_latencies, part_errors, seconds = asyncio.run(load(url, part, clients))
+            latencies, errors, served_s = latencies + part_latencies, errors + part_errors, served_s + seconds
+            predicted_s += predict_seconds(model, part)
+    return {"requests": requests, "clients": clients, "errors": errors, "requests_per_s": requests / served_s,
             "p50_ms": 1000 * np.percentile(latencies, 50), "p99_ms": 1000 * np.percentile(latencies, 99),
-            "predict_per_s": predicted, "ratio": served / predicted}
+            "predict_per_s": requests / predicted_s, "ratio": predicted_s / served_s}
 
 
 def main(argv: list[str] | None = None) -> int:

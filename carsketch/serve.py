@@ -12,6 +12,7 @@ import contextlib
 import io
 import socket
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import uvicorn
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
 from carsketch.errors import PipelineError
+from carsketch.labels import SIDES
 from carsketch.model import TrainedModel, load_trained_model
 from carsketch.paths import MODEL_FILE
 from carsketch.predict import label_for
@@ -55,7 +57,7 @@ class PredictRequest(BaseModel):
 
 class Result(BaseModel):
     car_probability: float
-    label: str = Field(description='"car" from the model\'s threshold up, else "not_car"')
+    label: Literal[SIDES] = Field(description="car from the model's threshold up")
     bitmap: list[list[int]] | None = Field(None, description="with ?bitmap=true: the 28x28 bitmap the model saw "
                                                              "(rows of 0-255, ink bright)")
 
