@@ -10,6 +10,7 @@ from carsketch.errors import run_main
 # run(args); it is imported only when its subcommand runs, so `--help` and each command start fast.
 SUBCOMMANDS = {
     "predict": ("carsketch.predict", "classify drawings (images, .npy bitmaps, Quick, Draw! .ndjson) as car / not car"),
+    "serve": ("carsketch.serve", "a web page to draw on and a JSON API, over the trained model"),
     "mirror": ("carsketch.mirror", "serve a folder of <category>.npy files over HTTP with Range support, like the bucket"),
 }
 

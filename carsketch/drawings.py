@@ -39,15 +39,30 @@ def _reduce(canvas):
     return np.asarray(canvas.reduce(SUPERSAMPLE), dtype=np.uint8)
 
 
-def _strokes(drawing):
-    """A drawing's strokes as (2, n) float arrays of x and y; a raw drawing's third row (times) is dropped."""
+MALFORMED = "malformed drawing: expected strokes like [[x, ...], [y, ...]]"
+
+
+def _stroke(stroke, number):
+    """One stroke as a (2, n) float array of x and y; further rows (a raw drawing's times) are dropped."""
     try:
-        strokes = [np.asarray(stroke, dtype=float)[:2] for stroke in drawing]
-        well_formed = all(stroke.ndim == 2 and len(stroke) == 2 and np.isfinite(stroke).all() for stroke in strokes)
-    except (TypeError, ValueError, IndexError):
-        well_formed = False
-    if not well_formed:
-        raise PipelineError('malformed drawing: expected strokes like [[x, ...], [y, ...]]')
+        x, y = (np.asarray(values, dtype=float) for values in stroke[:2])
+    except (TypeError, ValueError, KeyError):
+        raise PipelineError(MALFORMED) from None
+    if x.ndim != 1 or y.ndim != 1:
+        raise PipelineError(MALFORMED)
+    if len(x) != len(y):
+        raise PipelineError(f"malformed drawing: stroke {number} has {len(x)} x but {len(y)} y values")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise PipelineError(f"malformed drawing: stroke {number} has a NaN or infinite coordinate")
+    return np.stack([x, y])
+
+
+def _strokes(drawing):
+    """A drawing's strokes as (2, n) float arrays of x and y; a one-line PipelineError says what is wrong."""
+    try:
+        strokes = [_stroke(stroke, number) for number, stroke in enumerate(drawing, 1)]
+    except TypeError:  # not a list at all
+        raise PipelineError(MALFORMED) from None
     if not sum(stroke.shape[1] for stroke in strokes):
         raise PipelineError("empty drawing (no points)")
     return strokes
@@ -75,10 +90,16 @@ def strokes_to_bitmap(drawing):
     return _reduce(canvas)
 
 
-def load_image(path):
-    """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright."""
+def load_image(path, max_pixels: int | None = None):
+    """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright.
+
+    With max_pixels, a larger image is refused before it is decoded: a small file can hold a huge image.
+    """
     try:
         with Image.open(path) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise PipelineError(f"image too large: {image.width}x{image.height} pixels, "
+                                    f"over {max_pixels:,}")
             return ImageOps.exif_transpose(image)
     except Image.UnidentifiedImageError:
         raise PipelineError("not an image file (not in any format Pillow reads)") from None

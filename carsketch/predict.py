@@ -18,6 +18,11 @@ from carsketch.model import load_trained_model
 from carsketch.paths import MODEL_FILE
 
 
+def label_for(probability: float, threshold: float) -> str:
+    """The label of a drawing with P(car) = probability: a car from the threshold up."""
+    return LABEL_NAMES[int(probability >= threshold)]
+
+
 def classify(paths, model_path=MODEL_FILE, threshold=None):
     """Classify every drawing in `paths`; returns (results, errors).
 
@@ -35,7 +40,7 @@ def classify(paths, model_path=MODEL_FILE, threshold=None):
         errors += problems
     probabilities = model.predict_proba(np.array([bitmap for _, _, bitmap in found], dtype=np.uint8))
     results = [{"input": path, "index": index, "car_probability": round(float(probability), 6),
-                "label": LABEL_NAMES[int(probability >= threshold)]}
+                "label": label_for(probability, threshold)}
                for (path, index, _), probability in zip(found, probabilities)]
     return results, errors
 

@@ -1,19 +1,33 @@
-"""Shared test fixtures: tiny generated Quick, Draw!-style files and a real HTTP server on loopback."""
+"""Shared test fixtures: tiny generated Quick, Draw!-style files, a tiny model and real HTTP servers on loopback."""
 
+import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import uvicorn
 import yaml
 from torchvision.models import mobilenet_v2
 
 from carsketch.mirror import MirrorHandler, serve
+from carsketch.model import TrainedModel, build_classifier, model_config
 from carsketch.paths import BACKBONE_FILE
+from carsketch.serve import listen
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+# A real simplified airplane (key_id 4572612074143744) from the Quick, Draw! dataset (Google, CC BY 4.0).
+AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
+             [81, 81, 87, 109, 124, 126, 117, 105, 78, 75, 76, 79]],
+            [[192, 202, 252, 254, 255, 252, 243, 205], [85, 86, 76, 79, 91, 93, 94, 111]],
+            [[181, 117, 48, 23, 9, 5, 0, 4, 11, 27, 114, 132, 155, 182, 205],
+             [83, 104, 108, 106, 110, 112, 130, 151, 159, 167, 181, 178, 166, 147, 126]],
+            [[94, 71, 69, 73, 93, 141, 130, 125, 120, 119], [102, 27, 2, 0, 10, 24, 29, 40, 70, 103]],
+            [[127, 138, 161, 188, 193, 194], [182, 202, 225, 224, 219, 206]]]
 
 
 def write_params(folder: Path, **overrides) -> dict:
@@ -31,6 +45,34 @@ def random_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     torch.save(mobilenet_v2().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    """A tiny untrained model (random weights, 32 px input): enough to run the whole path quickly."""
+    path = tmp_path_factory.mktemp("model") / "m.pth"
+    config = model_config(image_size=32, trainable_blocks=0, weights="random",
+                          categories={"car": ["car"], "not_car": ["apple"]})
+    TrainedModel(build_classifier(None), config).save(path)
+    return path
+
+
+@contextlib.contextmanager
+def running(app):
+    """The web app served by uvicorn on a free loopback port, in a thread; yields its base URL, then stops it."""
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import SHARED_DIR
+from conftest import AIRPLANE, SHARED_DIR
 from carsketch.drawings import image_to_bitmap, read_drawings, read_ndjson, read_npy_bitmaps, strokes_to_bitmap
 from carsketch.errors import PipelineError
 
@@ -15,14 +15,6 @@ needs_real_data = pytest.mark.skipif(not NUMPY_BITMAP_DIR.is_dir(), reason=f"{NU
 
 HORIZONTAL_LINE = [[[0, 255], [0, 0]]]
 SQUARE_WITH_CROSS = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]], [[0, 255], [0, 255]], [[0, 255], [255, 0]]]
-# A real simplified airplane (key_id 4572612074143744) from the Quick, Draw! dataset (Google, CC BY 4.0).
-AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
-             [81, 81, 87, 109, 124, 126, 117, 105, 78, 75, 76, 79]],
-            [[192, 202, 252, 254, 255, 252, 243, 205], [85, 86, 76, 79, 91, 93, 94, 111]],
-            [[181, 117, 48, 23, 9, 5, 0, 4, 11, 27, 114, 132, 155, 182, 205],
-             [83, 104, 108, 106, 110, 112, 130, 151, 159, 167, 181, 178, 166, 147, 126]],
-            [[94, 71, 69, 73, 93, 141, 130, 125, 120, 119], [102, 27, 2, 0, 10, 24, 29, 40, 70, 103]],
-            [[127, 138, 161, 188, 193, 194], [182, 202, 225, 224, 219, 206]]]
 
 
 def mean_abs_diff(a, b):
@@ -71,8 +63,10 @@ def test_raw_strokes_are_scaled_like_simplified_ones():
 
 @pytest.mark.parametrize("drawing, message", [([], "empty drawing"), ([[[], []]], "empty drawing"),
                                               ([[1, 2]], "malformed drawing"), ("abc", "malformed drawing"),
-                                              (None, "malformed drawing"), ([[[1, 2], [3]]], "malformed drawing"),
-                                              ([[[0, float("nan")], [0, 5]]], "malformed drawing")])
+                                              (None, "malformed drawing"), ([[[[1]], [[2]]]], "malformed drawing"),
+                                              ([[[1, 2], [3]]], "stroke 1 has 2 x but 1 y values"),
+                                              ([[[0, float("nan")], [0, 5]]], "stroke 1 has a NaN or infinite"),
+                                              ([[[0], [0]], [[0, 1], [float("-inf"), 5]]], "stroke 2 has a NaN")])
 def test_unusable_strokes_are_refused(drawing, message):
     with pytest.raises(PipelineError, match=message):
         strokes_to_bitmap(drawing)

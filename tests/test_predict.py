@@ -13,17 +13,7 @@ from conftest import REPO_ROOT
 from carsketch import predict
 from carsketch.cli import main as carsketch_main
 from carsketch.errors import PipelineError
-from carsketch.model import TrainedModel, build_classifier, model_config
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A tiny untrained model (random weights, 32 px input): enough to run the whole path quickly."""
-    path = tmp_path_factory.mktemp("model") / "m.pth"
-    config = model_config(image_size=32, trainable_blocks=0, weights="random",
-                          categories={"car": ["car"], "not_car": ["apple"]})
-    TrainedModel(build_classifier(None), config).save(path)
-    return path
+from carsketch.model import TrainedModel
 
 
 @pytest.fixture

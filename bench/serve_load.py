@@ -1,0 +1,152 @@
+"""Load benchmark of `python -m carsketch serve`: single-drawing requests from concurrent clients on loopback.
+
+    python -m bench.serve_load [--model PATH] [--requests 2000] [--clients 16]
+
+It starts the real command on a free loopback port, has each client send its requests one after another on
+its own keep-alive connection until all are sent, and prints the error count, requests/s, p50 and p99
+latency, and the ratio to `predict`'s throughput on the same drawings (rasterising each, then one
+predict_proba over all of them, as the predict command does), measured in this process while the server
+idles, taking turns with the load. Without a model file it uses random weights at params.yaml's
+image_size: the figures are about speed, not accuracy, and it says which model it used. Clients and
+server share this machine's cores.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+from carsketch.drawings import strokes_to_bitmap
+from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config
+from carsketch.paths import MODEL_FILE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def serve_process(model: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m carsketch serve` on a free loopback port; yields (process, base URL); Ctrl-C stops it after."""
+    process = subprocess.Popen([sys.executable, "-m", "carsketch", "serve", "--model", str(model), "--port", "0"],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # its stderr is ours
+    started = re.search(r" at (http://\S+) ", process.stdout.readline())
+    if not started:
+        process.kill()
+        raise RuntimeError("the server did not start: its error is above")
+    try:
+        yield process, started[1].rstrip("/")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+
+
+def scribbles(count: int, seed: int = 0) -> list:
+    """Drawings the size of a typical Quick, Draw! one (5 strokes of 4 to 20 points, 0-255), seeded."""
+    rng = np.random.default_rng(seed)
+    drawings = []
+    for _ in range(count):
+        strokes = []
+        for _ in range(5):
+            walk = np.cumsum(rng.normal(0, 25, (2, rng.integers(4, 21))), axis=1) + rng.uniform(0, 255, (2, 1))
+            strokes.append(np.round(np.clip(walk, 0, 255)).astype(int).tolist())
+        drawings.append(strokes)
+    return drawings
+
+
+async def load(url: str, drawings: list, clients: int) -> tuple[list[float], int, float]:
+    """Send each drawing once, from `clients` concurrent clients: (latencies in s, errors, wall time in s)."""
+    latencies, errors, pending = [], 0, iter(drawings)
+
+    async def client(session):
+        nonlocal errors
+        for drawing in pending:  # shared: each drawing goes to whichever client is free
+            start = time.perf_counter()
+            try:
+                response = await session.post("/api/predict", json={"drawing": drawing})
+                errors += response.status_code != 200
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - start)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        return latencies, errors, time.perf_counter() - start
+
+
+def predict_seconds(model: TrainedModel, drawings: list) -> float:
+    """How long `predict` takes over these drawings: rasterise each, then one predict_proba over all."""
+    start = time.perf_counter()
+    model.predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
+    return time.perf_counter() - start
+
+
+def random_model(folder: Path) -> Path:
+    """A model with random weights at params.yaml's image_size: as fast as a trained one, and as slow."""
+    image_size = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["image_size"]
+    path = folder / "random_model.pth"
+    config = model_config(image_size=image_size, trainable_blocks=0, weights="random",
+                          categories={"car": ["car"], "not_car": ["apple"]})
+    TrainedModel(build_classifier(None), config).save(path)
+    return path
+
+
+def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) -> dict:
+    """The load figures for `requests` single-drawing requests from `clients` clients, and predict's.
+
+    Serving and predict take turns over `rounds` shares of the drawings, so that a change in what else
+    runs on the machine slows both alike.
+    """
+    drawings = scribbles(requests + clients)
+    warm_up, drawings = drawings[:clients], drawings[clients:]
+    model = load_trained_model(model_path)
+    latencies, errors, served_s, predicted_s = [], 0, 0.0, 0.0
+    with serve_process(model_path) as (_, url):
+        asyncio.run(load(url, warm_up, clients))
+        predict_seconds(model, warm_up)
+        for share in range(rounds):
+            part = drawings[share::rounds]
+            part_latencies, part_errors, seconds = asyncio.run(load(url, part, clients))
+            latencies, errors, served_s = latencies + part_latencies, errors + part_errors, served_s + seconds
+            predicted_s += predict_seconds(model, part)
+    return {"requests": requests, "clients": clients, "errors": errors, "requests_per_s": requests / served_s,
+            "p50_ms": 1000 * np.percentile(latencies, 50), "p99_ms": 1000 * np.percentile(latencies, 99),
+            "predict_per_s": requests / predicted_s, "ratio": predicted_s / served_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / MODEL_FILE, metavar="PATH",
+                        help=f"the model to serve (default: {MODEL_FILE}; random weights where it is missing)")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        model_path = args.model
+        if model_path.is_file():
+            print(f"model: {model_path}")
+        else:
+            model_path = random_model(Path(folder))
+            print(f"model: random weights (no model at {args.model})")
+        figures = benchmark(model_path, args.requests, args.clients)
+    print(f"{figures['requests']} single-drawing requests from {figures['clients']} clients on loopback: "
+          f"{figures['errors']} errors, {figures['requests_per_s']:.1f} requests/s, "
+          f"p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms")
+    print(f"predict on the same drawings: {figures['predict_per_s']:.1f} drawings/s; "
+          f"serve / predict = {figures['ratio']:.2f}")
+    return 1 if figures["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""`carsketch serve`: the API against the predict command, bad input, micro-batching and the command itself.
+
+Everything goes over real HTTP: uvicorn on a free loopback port with a tiny random model.
+"""
+
+import io
+import json
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bench.serve_load import serve_process
+from conftest import AIRPLANE, running
+from carsketch.cli import main as carsketch_main
+from carsketch.drawings import strokes_to_bitmap
+from carsketch.model import load_trained_model
+from carsketch.serve import MAX_BODY_BYTES, create_app
+
+SQUARE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
+# The airplane as the raw data records it: screen pixels, anywhere, with times (a third list) per stroke.
+RAW_AIRPLANE = [[[x * 2.5 + 130 for x in xs], [y * 2.5 + 41 for y in ys], list(range(len(xs)))] for xs, ys in AIRPLANE]
+
+
+@pytest.fixture(scope="module")
+def url(model_path):
+    with running(create_app(load_trained_model(model_path))) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def client(url):
+    with httpx.Client(base_url=url, timeout=30) as session:
+        yield session
+
+
+def predict_command(paths, model_path, capsys) -> list[dict]:
+    """What `python -m carsketch predict --json` prints for these files."""
+    assert carsketch_main(["predict", "--json", "--model", str(model_path), *map(str, paths)]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_the_api_gives_what_predict_gives_for_the_same_strokes(client, model_path, tmp_path, capsys):
+    drawings = [AIRPLANE, SQUARE, RAW_AIRPLANE]
+    (tmp_path / "drawings.ndjson").write_text("".join(json.dumps({"drawing": d}) + "\n" for d in drawings))
+    expected = predict_command([tmp_path / "drawings.ndjson"], model_path, capsys)
+    response = client.post("/api/predict", json={"drawings": drawings})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [result["label"] for result in results] == [result["label"] for result in expected]
+    assert np.allclose([r["car_probability"] for r in results], [r["car_probability"] for r in expected],
+                       rtol=0, atol=1e-6)
+    single = client.post("/api/predict", json={"drawing": AIRPLANE}).json()["results"]
+    assert len(single) == 1 and single[0]["car_probability"] == pytest.approx(results[0]["car_probability"], abs=1e-6)
+
+
+def test_the_bitmap_the_model_saw_comes_back_on_request(client):
+    plain, with_bitmap = (client.post(f"/api/predict{query}", json={"drawing": AIRPLANE}).json()["results"][0]
+                          for query in ("", "?bitmap=true"))
+    assert "bitmap" not in plain
+    assert np.array_equal(np.array(with_bitmap["bitmap"]), strokes_to_bitmap(AIRPLANE))
+
+
+def test_an_uploaded_image_is_read_as_predict_reads_it(client, model_path, tmp_path, capsys):
+    image = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(image).rectangle((40, 40, 260, 160), outline="black", width=4)
+    image.save(tmp_path / "box.png")
+    expected = predict_command([tmp_path / "box.png"], model_path, capsys)[0]
+    response = client.post("/api/predict", files={"file": ("box.png", (tmp_path / "box.png").read_bytes())})
+    assert response.status_code == 200
+    result = response.json()["results"][0]
+    assert result["label"] == expected["label"]
+    assert result["car_probability"] == pytest.approx(expected["car_probability"], abs=1e-6)
+
+
+def test_health_gives_the_models_facts(client):
+    assert client.get("/api/health").json() == {
+        "status": "ok", "image_size": 32, "threshold": 0.5, "categories": {"car": ["car"], "not_car": ["apple"]},
+        "params": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "trainable_blocks": 0,
+                   "weights": "random"}}
+
+
+def test_the_page_is_one_self_contained_file(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "<canvas" in page and "pointerdown" in page
+    assert not any(marker in page for marker in ("http://", "https://", "src=", "<link", "@import"))
+
+
+def test_the_openapi_docs_describe_both_kinds_of_body(client):
+    assert client.get("/docs").status_code == 200
+    body = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/json", "multipart/form-data"}
+
+
+def json_body(value):
+    return {"content": value, "headers": {"Content-Type": "application/json"}}
+
+
+def png_bytes(colour, size=(64, 64), mode="RGB"):
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+STROKE = "[[0, 1], [0, 1]]"
+BAD_INPUTS = {
+    "malformed JSON": (json_body('{"drawing": [[[0, 1], [0'), 400, "malformed JSON"),
+    "JSON that is not an object": (json_body("[1, 2]"), 422, "Input should be an object"),
+    "a drawing that is a string": (json_body('{"drawing": "car"}'), 422, "drawing: Input should be a valid array"),
+    "a coordinate that is a string": (json_body('{"drawing": [[["1"], [1]]]}'), 422, "valid number"),
+    "a stroke that is a number": (json_body('{"drawing": [7]}'), 422, "drawing.0: Input should be a valid array"),
+    "a stroke without y": (json_body('{"drawing": [[[0, 1]]]}'), 422, "expected strokes like"),
+    "neither drawing nor drawings": (json_body("{}"), 422, 'either "drawing" or "drawings"'),
+    "both drawing and drawings": (json_body(f'{{"drawing": [{STROKE}], "drawings": [[{STROKE}]]}}'), 422,
+                                  'either "drawing" or "drawings"'),
+    "an unknown field": (json_body(f'{{"drawing": [{STROKE}], "colour": "red"}}'), 422, "colour: Extra inputs"),
+    "x and y of different lengths": (json_body('{"drawing": [[[0, 1, 2], [0, 1]]]}'), 422,
+                                     "stroke 1 has 3 x but 2 y values"),
+    "NaN": (json_body('{"drawing": [[[0, NaN], [0, 1]]]}'), 422, "NaN or infinite"),
+    "Infinity": (json_body('{"drawing": [[[0, 1], [-Infinity, 1]]]}'), 422, "NaN or infinite"),
+    "a number too large for a float": (json_body('{"drawing": [[[0, 1e999], [0, 1]]]}'), 422, "NaN or infinite"),
+    "an empty drawing": (json_body('{"drawing": []}'), 422, "empty drawing"),
+    "strokes without points": (json_body('{"drawing": [[[], []], [[], []]]}'), 422, "empty drawing"),
+    "no drawings": (json_body('{"drawings": []}'), 422, '"drawings" is empty'),
+    "one bad drawing among good ones": (json_body(f'{{"drawings": [[{STROKE}], [[[0], []]]]}}'), 422,
+                                        "drawing 2: malformed drawing: stroke 1 has 1 x but 0 y values"),
+    "a body over 1 MB": (json_body('{"drawing": [[[' + "1," * (MAX_BODY_BYTES // 2) + "1], [1]]]}"), 413,
+                         "request body over 1,000,000 bytes"),
+    "more than 1,000 strokes": (json_body('{"drawing": [' + ", ".join([STROKE] * 1001) + "]}"), 413,
+                                "1,001 strokes"),
+    "more than 100,000 points": (json_body('{"drawing": [[[' + "1," * 100_000 + "1], [1]]]}"), 413,
+                                 "100,001 points"),
+    "a file that is not an image": ({"files": {"file": ("car.png", b"\x89PNG\r\n\x1a\n not really")}}, 422,
+                                    "not an image file"),
+    "a blank image": ({"files": {"file": ("blank.png", png_bytes("white"))}}, 422, "empty drawing (blank image)"),
+    "an image of over 25 million pixels in a small file": (
+        {"files": {"file": ("huge.png", png_bytes(1, (6000, 5000), "1"))}}, 422, "image too large: 6000x5000"),
+    "an upload without a file field": ({"files": {"image": ("car.png", png_bytes("black"))}}, 422,
+                                       'multipart field "file"'),
+    "a form field instead of a file": ({"data": {"file": "car"}, "files": {"other": ("x", b"x")}}, 422,
+                                       'multipart field "file"'),
+    "a multipart body without a boundary": ({"content": b"car", "headers": {"Content-Type": "multipart/form-data"}},
+                                            400, "boundary"),
+    "a wrong content type": ({"content": "car", "headers": {"Content-Type": "text/plain"}}, 415,
+                             "not text/plain"),
+    "no content type": ({"content": b'{"drawing": [[[0], [0]]]}'}, 415, "not no content type"),
+    "a form-encoded body": ({"data": {"drawing": "x"}}, 415, "application/x-www-form-urlencoded"),
+    "a query flag that is not a boolean": ({"params": {"bitmap": "maybe"}, "json": {"drawing": AIRPLANE}}, 422,
+                                           "query.bitmap: Input should be a valid boolean"),
+}
+
+
+@pytest.mark.parametrize("request_args, status, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gets_a_4xx_with_one_line_and_the_server_goes_on(client, request_args, status, message):
+    response = client.post("/api/predict", **request_args)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and message in body["error"] and "\n" not in body["error"], body
+    assert client.post("/api/predict", json={"drawing": AIRPLANE}).status_code == 200
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/nowhere", 404), ("POST", "/api/nowhere", 404),
+                                                  ("GET", "/api/predict", 405), ("POST", "/api/health", 405)])
+def test_unknown_routes_and_methods_get_one_line_errors(client, method, path, status):
+    response = client.request(method, path)
+    assert response.status_code == status and list(response.json()) == ["error"]
+
+
+def test_concurrent_requests_are_micro_batched_into_one_model_call(model_path):
+    model, calls, release = load_trained_model(model_path), [], threading.Event()
+    predict_proba = model.predict_proba
+
+    def recording_predict_proba(bitmaps):
+        calls.append(len(bitmaps))
+        release.wait(10)  # the first call holds the model until all the other requests are waiting
+        return predict_proba(bitmaps)
+
+    model.predict_proba = recording_predict_proba
+    drawings = [[[[0, 255], [0, step * 10]]] for step in range(17)]
+    with running(create_app(model)) as base_url, httpx.Client(base_url=base_url, timeout=30) as session:
+        def post(drawing):
+            return session.post("/api/predict", json={"drawing": drawing}).json()["results"][0]["car_probability"]
+
+        with ThreadPoolExecutor(len(drawings)) as pool:
+            first = pool.submit(post, drawings[0])
+            while not calls:
+                time.sleep(0.01)
+            rest = [pool.submit(post, drawing) for drawing in drawings[1:]]
+            time.sleep(1)  # they all arrive while the model is busy
+            release.set()
+            probabilities = [first.result()] + [future.result() for future in rest]
+    assert calls == [1, 16]
+    expected = predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
+    assert np.allclose(probabilities, expected, rtol=0, atol=1e-6)
+
+
+def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path, capfd):
+    with serve_process(model_path) as (process, base_url):
+        assert base_url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{base_url}/api/health").json()["status"] == "ok"
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 0 and stdout == "stopped\n" and capfd.readouterr().err == ""
+
+
+def test_a_missing_model_says_to_run_dvc_repro(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        carsketch_main(["serve", "--model", str(tmp_path / "none.pth")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: model file {tmp_path / 'none.pth'} not found: run `dvc repro` first to train it"]
+
+
+def test_a_port_in_use_is_a_one_line_error(model_path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            carsketch_main(["serve", "--model", str(model_path), "--port", str(port)])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: cannot listen on 127.0.0.1:{port}")

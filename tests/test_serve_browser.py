@@ -1,0 +1,72 @@
+"""The serve page in a real browser: headless Chromium draws a real drawing with a pen and reads the answer."""
+
+import httpx
+import numpy as np
+import pytest
+
+from browser import MISSING, PHONE, chromium, draw, settle
+from conftest import AIRPLANE, running
+from carsketch.drawings import strokes_to_bitmap
+from carsketch.model import load_trained_model
+from carsketch.serve import create_app
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+
+
+@pytest.fixture(scope="module")
+def browser(model_path):
+    with running(create_app(load_trained_model(model_path))) as url, chromium() as driver:
+        yield driver, url
+
+
+@pytest.fixture
+def page(browser):
+    driver, url = browser
+    driver.get(url + "/")
+    return driver, url
+
+
+def shown_bitmap(driver) -> np.ndarray:
+    """The red channel of the page's 28x28 'what the model sees' canvas."""
+    rgba = driver.execute_script("return Array.from(document.getElementById('bitmap').getContext('2d')"
+                                 ".getImageData(0, 0, 28, 28).data);")
+    return np.array(rgba, np.uint8).reshape(28, 28, 4)[..., 0]
+
+
+def test_the_page_shows_what_the_api_gives_for_the_strokes_drawn(page):
+    driver, url = page
+    draw(driver, AIRPLANE)
+    shown = settle(driver)
+    # The page sends the strokes as Google's simplified drawings: aligned to 0, the longer side 0-255,
+    # simplified; so they rasterise to the drawing that was drawn, whatever the pad's size on screen.
+    drawing = shown["drawing"]
+    points = np.concatenate([np.array(stroke) for stroke in drawing], axis=1)
+    assert len(drawing) == len(AIRPLANE) and points.min(axis=1).tolist() == [0, 0] and points.max() == 255
+    assert np.abs(strokes_to_bitmap(drawing).astype(float) - strokes_to_bitmap(AIRPLANE)).mean() < 3
+    api = httpx.post(f"{url}/api/predict", json={"drawing": drawing}).json()["results"][0]
+    probability = driver.find_element("id", "probability")
+    assert probability.text == f"{api['car_probability']:.3f}"
+    assert float(probability.get_attribute("data-value")) == pytest.approx(api["car_probability"], abs=1e-6)
+    assert driver.find_element("id", "label").text == {"car": "Car", "not_car": "Not a car"}[api["label"]]
+    assert np.array_equal(shown_bitmap(driver), strokes_to_bitmap(drawing))
+
+
+def test_undo_takes_back_the_last_stroke_and_clear_all_of_them(page):
+    driver, _ = page
+    draw(driver, AIRPLANE)
+    assert len(settle(driver)["drawing"]) == 5
+    driver.find_element("id", "undo").click()
+    after_undo = settle(driver)
+    assert len(after_undo["drawing"]) == 4
+    assert np.array_equal(shown_bitmap(driver), strokes_to_bitmap(after_undo["drawing"]))
+    driver.find_element("id", "clear").click()
+    assert settle(driver) is None
+    assert driver.find_element("id", "label").text == "Draw something" and not shown_bitmap(driver).any()
+
+
+def test_the_page_fits_a_phone_screen(page):
+    driver, _ = page
+    assert driver.execute_script("return window.innerWidth") == PHONE[0]
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
+    for element in ("pad", "undo", "clear", "probability"):
+        assert driver.find_element("id", element).is_displayed()
