@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-
 from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import rank_and_size, sum_over_processes
