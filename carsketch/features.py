@@ -4,18 +4,20 @@ The frozen blocks never change during training, so their output for a drawing is
 the featurize stage computes it once and caches it, and `dvc exp run -S epochs=5` re-runs only training.
 """
 
+import collections
 import io
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import onnxruntime
 import torch
 from torch import nn
 
+from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.files import atomic_path
-from carsketch.model import INFERENCE_BATCH, CarSketchClassifier, batched
+from carsketch.model import INFERENCE_BATCH, CarSketchClassifier, batched, frozen_autocast
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
@@ -34,8 +36,18 @@ class _FrozenFeatures(nn.Module):
         return self.classifier.frozen_features(images)
 
 
-def onnxruntime_session(classifier: CarSketchClassifier, image_size: int) -> onnxruntime.InferenceSession:
-    """The frozen blocks exported to ONNX and loaded in ONNX Runtime, using torch's thread count."""
+def _onnxruntime_providers(device: torch.device) -> list | None:
+    """ONNX Runtime's providers for `device`; None on CUDA where this onnxruntime has no CUDA provider."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return None
+    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+
+
+def onnxruntime_session(classifier: CarSketchClassifier, image_size: int,
+                        providers: list | None = None) -> onnxruntime.InferenceSession:
+    """The frozen blocks exported to ONNX and loaded in ONNX Runtime (on the CPU by default), using torch's thread count."""
     model = io.BytesIO()
     with warnings.catch_warnings():  # torch 2.14 calls the TorchScript exporter legacy; it is exact here
         warnings.simplefilter("ignore")
@@ -46,18 +58,30 @@ def onnxruntime_session(classifier: CarSketchClassifier, image_size: int) -> onn
     options.intra_op_num_threads = torch.get_num_threads()
     # Idle threads sleep rather than spin: spinning next to torch's own pool (or on a busy machine) starves both.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model.getvalue(), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(model.getvalue(), options, providers=providers or ["CPUExecutionProvider"])
 
 
-def feature_function(classifier: CarSketchClassifier, image_size: int, engine: str) -> FeatureFunction:
-    """bitmaps -> frozen features, with `engine` (onnxruntime or torch)."""
-    if engine == "torch":
-        return lambda bitmaps: classifier.frozen_features(to_model_input(bitmaps, image_size))
-    if engine != "onnxruntime":
+def feature_function(classifier: CarSketchClassifier, image_size: int, engine: str,
+                     device: torch.device = torch.device("cpu"), autocast: bool = False) -> FeatureFunction:
+    """bitmaps -> frozen features (float32, on the CPU), with `engine` (onnxruntime or torch) on `device`.
+
+    On CUDA, onnxruntime uses its CUDA provider where it has one; without one, or with float16 `autocast`
+    (which only torch applies), torch runs the frozen part on the GPU instead.
+    """
+    if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"unknown featurize engine {engine!r}")
-    session = onnxruntime_session(classifier, image_size)
-    return lambda bitmaps: torch.from_numpy(
-        session.run(None, {"images": to_model_input(bitmaps, image_size).contiguous().numpy()})[0])
+    providers = _onnxruntime_providers(device)
+    if engine == "onnxruntime" and providers is not None and not (autocast and device.type == "cuda"):
+        session = onnxruntime_session(classifier.cpu(), image_size, providers)
+        return lambda bitmaps: torch.from_numpy(
+            session.run(None, {"images": to_model_input(bitmaps, image_size).contiguous().numpy()})[0])
+    classifier.to(device)
+
+    def run_torch(bitmaps: np.ndarray) -> torch.Tensor:
+        with frozen_autocast(device, autocast):
+            features = classifier.frozen_features(to_model_input(bitmaps, image_size).to(device))
+        return features.float().cpu()
+    return run_torch
 
 
 def featurize(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: int, engine: str = "torch",
@@ -68,20 +92,43 @@ def featurize(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: 
         return batched(function, bitmaps, bar=bar)
 
 
+def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size: int,
+                      shape: tuple[int, ...]) -> Iterator[tuple[slice, np.ndarray]]:
+    """On rank 0, each batch's rows and features in order; elsewhere, nothing (but the same collective calls).
+
+    The batches are exactly one process's batches, dealt round-robin (round r: rank k computes batch r * size + k),
+    so each drawing goes through the frozen part beside the same drawings as in one process: the same bytes.
+    """
+    rank, size = rank_and_size()
+    batches = [slice(start, min(start + batch_size, len(bitmaps))) for start in range(0, len(bitmaps), batch_size)]
+    for first in range(0, len(batches), size):
+        this_round = batches[first:first + size]
+        padded = torch.zeros((batch_size, *shape))  # every process sends the same shape, even with no batch left
+        if rank < len(this_round):
+            mine = function(bitmaps[this_round[rank]])
+            padded[:len(mine)] = mine
+        for rows, features in zip(this_round, gather_on_main(padded)):
+            yield rows, features[:rows.stop - rows.start].numpy()
+
+
 @torch.inference_mode()
 def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destination: Path, desc: str = "featurize",
                       batch_size: int = INFERENCE_BATCH) -> None:
     """Stream `bitmaps` (a memory map is fine) through `function` into a float32 .npy at `destination`.
 
     Batches go straight into a preallocated memory-mapped file, so memory stays flat however many drawings
-    there are; the file appears only once complete.
+    there are; the file appears only once complete. Under torch.distributed the processes share the batches
+    and rank 0 alone writes the file, byte for byte what one process writes.
     """
-    shape = function(np.zeros((1, BITMAP_PIXELS), np.uint8)).shape[1:]
+    shape = tuple(function(np.zeros((1, BITMAP_PIXELS), np.uint8)).shape[1:])
+    batches = _batches_in_order(function, bitmaps, batch_size, shape)
+    if not is_main():
+        collections.deque(batches, maxlen=0)  # compute and send this process's share
+        return
     with atomic_path(destination) as partial, progress(total=len(bitmaps), desc=desc, unit="drawing") as bar:
         features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(bitmaps), *shape))
-        for start in range(0, len(bitmaps), batch_size):
-            batch = function(bitmaps[start:start + batch_size])
-            features[start:start + len(batch)] = batch.numpy()
+        for rows, batch in batches:
+            features[rows] = batch
             bar.update(len(batch))
         features.flush()
         del features

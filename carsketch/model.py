@@ -4,6 +4,7 @@ The backbone is split at a boundary: blocks before it are frozen and their outpu
 (the featurize stage); the last `trainable_blocks` blocks (0 by default) and the head are trained.
 """
 
+import contextlib
 import shutil
 import sys
 import urllib.error
@@ -32,6 +33,23 @@ class CarSketchHead(nn.Sequential):
     def __init__(self, in_features=FEATURE_DIM, hidden=128, dropout=0.2):
         super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, 1))
+
+
+def resolve_device(setting: str | torch.device = "cpu") -> torch.device:
+    """`auto` is CUDA where a GPU is visible, else CPU. Asking for CUDA without one fails here, before any work."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"device {setting!r}, but torch sees no CUDA GPU here; use device auto or cpu")
+    return device
+
+
+def frozen_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """float16 autocast for the frozen part on CUDA when `enabled`; nothing on CPU, where it would only be slower."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def fetch_backbone_weights(source: str, destination: Path) -> None:
@@ -125,36 +143,51 @@ def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
 
 
 class TrainedModel:
-    """A saved classifier with what is needed to use it alone: input size, normalisation, threshold."""
+    """A saved classifier with what is needed to use it alone: input size, normalisation, threshold.
 
-    def __init__(self, classifier, config):
-        self.classifier = classifier.eval()
+    It runs on `device` (`auto`: CUDA when visible); results always come back as CPU arrays.
+    """
+
+    def __init__(self, classifier, config, device: str | torch.device = "cpu"):
+        self.device = resolve_device(device)
+        self.classifier = classifier.eval().to(self.device)
         self.config = config
         self.threshold = config["threshold"]
 
     def input_tensor(self, bitmaps):
-        return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"])
+        return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"]).to(self.device)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for input tensors, the frozen part under the model's autocast setting (as featurize ran it)."""
+        with frozen_autocast(self.device, self.config.get("autocast", False)):
+            frozen = self.classifier.frozen_features(images)
+        return self.classifier.forward_from_frozen(frozen.float())
 
     def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
-        logits = batched(lambda rows: self.classifier(self.input_tensor(rows)), bitmaps, batch_size)
+        logits = batched(lambda rows: self.logits(self.input_tensor(rows)).cpu(), bitmaps, batch_size)
         return torch.sigmoid(logits).numpy()
 
     def save(self, path: Path) -> None:
+        """Saved with CPU tensors, so that a model trained on a GPU loads anywhere."""
+        state = {name: tensor.cpu() for name, tensor in self.classifier.state_dict().items()}
         with atomic_path(path) as temporary, open(temporary, "wb") as out:  # a file object keeps the archive's
-            torch.save({"state_dict": self.classifier.state_dict(), "config": self.config}, out)  # inner name fixed
+            torch.save({"state_dict": state, "config": self.config}, out)  # inner name fixed
 
 
-def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5):
+def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5, autocast=False):
     """The metadata saved beside the weights."""
     return {"image_size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "threshold": threshold, "trainable_blocks": trainable_blocks, "weights": str(weights),
-            "categories": categories}
+            "categories": categories, "autocast": autocast}
 
 
-def load_trained_model(path: Path | str) -> TrainedModel:
-    """Load a model saved by TrainedModel.save on its own: no params.yaml or backbone weights needed."""
+def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a model saved by TrainedModel.save on its own (no params.yaml or backbone weights needed) onto `device`.
+
+    Tensors are mapped to the CPU first, so a file written on a GPU machine loads on a CPU-only one.
+    """
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"model file {path} not found: run `dvc repro` first to train it")
@@ -166,4 +199,4 @@ def load_trained_model(path: Path | str) -> TrainedModel:
     except Exception as error:
         raise PipelineError(f"{path} is not a car-sketch model saved by the train stage "
                             f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
-    return TrainedModel(classifier, config)
+    return TrainedModel(classifier, config, device)

@@ -17,6 +17,7 @@ from carsketch.quickdraw import unknown_category_message
 PARAMS_FILE = Path("params.yaml")
 FEATURIZE_ENGINES = ("onnxruntime", "torch")
 LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
 # MobileNetV2's convolutional blocks; at least the first stays frozen.
 BACKBONE_BLOCKS = 19
 
@@ -55,6 +56,9 @@ class Params:
     lr: float
     lr_schedule: str
     val_size: float
+    device: str
+    autocast: bool
+    workers: int
 
 
 def _is_int(value: Any) -> bool:
@@ -94,6 +98,10 @@ def _choice(*choices: str) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
 
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "must be a non-empty string"
 
@@ -122,6 +130,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "lr": _positive_number,
     "lr_schedule": _choice(*LR_SCHEDULES),
     "val_size": _fraction(zero_ok=True),
+    "device": _choice(*DEVICES),
+    "autocast": _boolean,
+    "workers": _integer(1),
 }
 
 

@@ -2,6 +2,11 @@
 
 Adam on binary cross-entropy with logits, deterministic for a given seed. Features may be memory-mapped:
 each mini-batch is gathered from them, so memory stays bounded by the batch, not the data set.
+
+Under torch.distributed it is data parallel (DistributedDataParallel) with the single-process recipe: every
+process draws the same seeded order, and each takes its share of every global batch; the loss is scaled so
+that the averaged gradient is the global batch's mean, so batch size and learning rate mean what they mean
+in one process.
 """
 
 import csv
@@ -12,7 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from carsketch.distributed import rank_and_size, sum_over_processes
 from carsketch.files import atomic_path
 from carsketch.model import CarSketchClassifier, batched
 from carsketch.progress import progress
@@ -20,8 +27,25 @@ from carsketch.progress import progress
 EpochLog = dict[str, float | int]
 
 
+def _device(classifier: CarSketchClassifier) -> torch.device:
+    return next(classifier.head.parameters()).device
+
+
 def _logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
-    return batched(lambda rows: classifier.forward_from_frozen(torch.as_tensor(np.array(rows))), features)
+    device = _device(classifier)
+    return batched(lambda rows: classifier.forward_from_frozen(torch.as_tensor(np.array(rows), device=device)).cpu(),
+                   features)
+
+
+class _FromFrozen(nn.Module):
+    """The classifier's cached-feature path as `forward`, the method DistributedDataParallel hooks."""
+
+    def __init__(self, classifier: CarSketchClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, frozen_features: torch.Tensor) -> torch.Tensor:
+        return self.classifier.forward_from_frozen(frozen_features)
 
 
 def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -35,34 +59,41 @@ def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, lab
 def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
         lr: float, seed: int, lr_schedule: str = "constant", val_features: np.ndarray | None = None,
         val_labels: np.ndarray | None = None, on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
-    """Train `classifier` on cached frozen features; returns one log row per epoch, also given to `on_epoch`."""
-    torch.manual_seed(seed)
+    """Train `classifier` (on its device) on cached frozen features; returns one log row per epoch, also given to
+    `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""
+    rank, size = rank_and_size()
+    device = _device(classifier)
+    torch.manual_seed(seed + rank)  # dropout differs between processes; the batch order below does not
     generator = torch.Generator().manual_seed(seed)
     labels = np.asarray(labels, dtype=np.float32)
+    step_model = _FromFrozen(classifier)
+    if size > 1:
+        step_model = DistributedDataParallel(step_model, device_ids=[device] if device.type == "cuda" else None)
     parameters = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=lr)
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
                  if lr_schedule == "cosine" else None)
-    loss_function = nn.BCEWithLogitsLoss()
     log = []
     for epoch in range(1, epochs + 1):
         classifier.train()
-        total_loss = 0.0
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
         order = torch.randperm(len(labels), generator=generator).numpy()
-        for start in progress(range(0, len(labels), batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                              nested=True):
+        starts = range(0, len(labels), batch_size)
+        for start in progress(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", nested=True) if rank == 0 else starts:
             batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
-            logits = classifier.forward_from_frozen(torch.as_tensor(np.array(features[batch])))
-            loss = loss_function(logits, torch.from_numpy(labels[batch]))
+            mine = batch[rank::size]
+            logits = step_model(torch.as_tensor(np.array(features[mine]), device=device))
+            loss_sum = nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
             optimizer.zero_grad()
-            loss.backward()
+            (loss_sum * (size / len(batch))).backward()  # DDP averages over processes: the global batch's mean
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total_loss += loss.item() * len(batch)
+            total_loss += loss_sum.detach()
         classifier.eval()
-        row: EpochLog = {"epoch": epoch, "train_loss": total_loss / len(labels)}
+        row: EpochLog = {"epoch": epoch, "train_loss": sum_over_processes(total_loss.item()) / len(labels)}
         if val_labels is not None and len(val_labels):
             row["val_loss"], row["val_accuracy"] = loss_and_accuracy(classifier, val_features, val_labels)
         if on_epoch is not None:

@@ -4,12 +4,13 @@ from carsketch.errors import run_main
 from carsketch.evaluation import cached_probabilities, check_agreement, classification_metrics, per_category, plot_data
 from carsketch.files import load_array, save_json
 from carsketch.model import load_trained_model
+from carsketch.params import load_params
 from carsketch.paths import (EVALUATE_CHECKS, FEATURES_DIR, METRICS_FILE, MODEL_FILE, PER_CATEGORY_FILE, PLOTS_DIR,
                              PROCESSED_DIR)
 
 
 def main() -> None:
-    model = load_trained_model(MODEL_FILE)
+    model = load_trained_model(MODEL_FILE, load_params().device)
     test = {name: load_array(PROCESSED_DIR / "test" / f"{name}.npy") for name in ("x", "y", "category")}
     probability = cached_probabilities(model, load_array(FEATURES_DIR / "test.npy"))
     difference = check_agreement(model, test["x"], probability)

@@ -1,20 +1,30 @@
-"""featurize stage: run the frozen backbone once over every drawing of each split and cache its output."""
+"""featurize stage: run the frozen backbone once over every drawing of each split and cache its output.
 
+With `workers` > 1 it runs in that many processes under torchrun, which share the batches; the files are the same bytes.
+"""
+
+import torch
+
+from carsketch.distributed import run_stage
 from carsketch.errors import run_main
 from carsketch.features import feature_function, featurize_to_file
 from carsketch.files import load_array
 from carsketch.model import build_classifier
-from carsketch.params import load_params
+from carsketch.params import Params, load_params
 from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, PROCESSED_DIR, SPLITS
+
+
+def featurize_splits(params: Params, device: torch.device) -> None:
+    classifier = build_classifier(BACKBONE_FILE, params.trainable_blocks)
+    function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast)
+    for split in SPLITS:
+        bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
+        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}")
 
 
 def main() -> None:
     params = load_params()
-    classifier = build_classifier(BACKBONE_FILE, params.trainable_blocks)
-    function = feature_function(classifier, params.image_size, params.featurize_engine)
-    for split in SPLITS:
-        bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
-        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}")
+    run_stage("stages.featurize", params.workers, params.device, lambda device: featurize_splits(params, device))
 
 
 if __name__ == "__main__":

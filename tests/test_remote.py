@@ -1,0 +1,41 @@
+"""A shared DVC remote: one clone runs the pipeline and pushes; a second clone pulls and has nothing to re-run."""
+
+import json
+import sys
+
+import numpy as np
+
+from bench.project import commit, make_project, run
+from conftest import write_category_files
+
+OUTPUTS = ("model_data/backbone.pth", "data/raw/car.npy", "data/processed/test/x.npy", "data/features/test.npy",
+           "model_data/car_sketch_weights.pth")
+
+
+def test_a_second_clone_pulls_every_output_runs_nothing_and_predicts(tmp_path, quickdraw_server, random_weights):
+    drawings = write_category_files(quickdraw_server.folder, {"car": 40, "bus": 40, "apple": 40, "tree": 40})
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(random_weights.read_bytes())
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    make_project(first, base_url=quickdraw_server.url, max_per_category=30, weights=str(weights), image_size=32,
+                 epochs=1, device="cpu", categories={"car": ["car", "bus"], "not_car": ["apple", "tree"]})
+    run(first, "dvc", "repro")
+    run(first, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    commit(first, "a run, and the team's remote")
+    assert "pushed" in run(first, "dvc", "push")
+    requests = len(quickdraw_server.requests)
+
+    run(tmp_path, "git", "clone", "-q", str(first), str(second))
+    assert not (second / "model_data/car_sketch_weights.pth").exists()
+    run(second, "dvc", "pull")
+    for output in OUTPUTS:
+        assert (second / output).read_bytes() == (first / output).read_bytes(), output
+    assert "Data and pipelines are up to date" in run(second, "dvc", "status")
+    assert "Running stage" not in run(second, "dvc", "repro")
+    assert len(quickdraw_server.requests) == requests
+
+    np.save(second / "drawings.npy", drawings["car"][:3])
+    rows = [json.loads(line) for line in run(second, sys.executable, "-m", "carsketch", "predict", "--json",
+                                             "drawings.npy").splitlines() if line.startswith("{")]
+    assert [row["index"] for row in rows] == [0, 1, 2] and all(0 <= row["car_probability"] <= 1 for row in rows)
