@@ -127,10 +127,12 @@ def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
 class TrainedModel:
     """A saved classifier with what is needed to use it alone: input size, normalisation, threshold."""
 
-    def __init__(self, classifier, config):
+    def __init__(self, classifier, config, frozen_features=None):
         self.classifier = classifier.eval()
         self.config = config
         self.threshold = config["threshold"]
+        # bitmaps -> the frozen blocks' output: eager torch unless another engine is given (predict: ONNX Runtime)
+        self.frozen_features = frozen_features or (lambda bitmaps: classifier.frozen_features(self.input_tensor(bitmaps)))
 
     def input_tensor(self, bitmaps):
         return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"])
@@ -138,7 +140,7 @@ class TrainedModel:
     def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
-        logits = batched(lambda rows: self.classifier(self.input_tensor(rows)), bitmaps, batch_size)
+        logits = batched(lambda rows: self.classifier.forward_from_frozen(self.frozen_features(rows)), bitmaps, batch_size)
         return torch.sigmoid(logits).numpy()
 
     def save(self, path: Path) -> None:
