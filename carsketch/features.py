@@ -14,7 +14,7 @@ import onnxruntime
 import torch
 from torch import nn
 
-from carsketch.files import atomic_path
+from carsketch.files import atomic_path, create_npy
 from carsketch.model import INFERENCE_BATCH, CarSketchClassifier, batched
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -70,15 +70,15 @@ def featurize(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: 
 
 @torch.inference_mode()
 def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destination: Path, desc: str = "featurize",
-                      batch_size: int = INFERENCE_BATCH) -> None:
-    """Stream `bitmaps` (a memory map is fine) through `function` into a float32 .npy at `destination`.
+                      batch_size: int = INFERENCE_BATCH, dtype: str = "float32") -> None:
+    """Stream `bitmaps` (a memory map is fine) through `function` into a `dtype` .npy at `destination`.
 
     Batches go straight into a preallocated memory-mapped file, so memory stays flat however many drawings
     there are; the file appears only once complete.
     """
     shape = function(np.zeros((1, BITMAP_PIXELS), np.uint8)).shape[1:]
     with atomic_path(destination) as partial, progress(total=len(bitmaps), desc=desc, unit="drawing") as bar:
-        features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(bitmaps), *shape))
+        features = create_npy(partial, dtype, (len(bitmaps), *shape))
         for start in range(0, len(bitmaps), batch_size):
             batch = function(bitmaps[start:start + batch_size])
             features[start:start + len(batch)] = batch.numpy()

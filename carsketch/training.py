@@ -21,7 +21,7 @@ EpochLog = dict[str, float | int]
 
 
 def _logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
-    return batched(lambda rows: classifier.forward_from_frozen(torch.as_tensor(np.array(rows))), features)
+    return batched(lambda rows: classifier.forward_from_frozen(torch.as_tensor(np.array(rows, np.float32))), features)
 
 
 def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -53,7 +53,7 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
         for start in progress(range(0, len(labels), batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch",
                               nested=True):
             batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
-            logits = classifier.forward_from_frozen(torch.as_tensor(np.array(features[batch])))
+            logits = classifier.forward_from_frozen(torch.as_tensor(np.array(features[batch], np.float32)))
             loss = loss_function(logits, torch.from_numpy(labels[batch]))
             optimizer.zero_grad()
             loss.backward()

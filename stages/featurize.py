@@ -14,7 +14,8 @@ def main() -> None:
     function = feature_function(classifier, params.image_size, params.featurize_engine)
     for split in SPLITS:
         bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
-        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}")
+        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}",
+                          dtype=params.feature_dtype)
 
 
 if __name__ == "__main__":
