@@ -50,7 +50,10 @@ def create_npy(path: Path, dtype: np.dtype | type, shape: tuple[int, ...]) -> np
     with open(path, "wb") as out:
         np.lib.format.write_array_header_1_0(out, header)
         size = out.tell() + math.prod(shape) * np.dtype(dtype).itemsize
-        os.posix_fallocate(out.fileno(), 0, size)
+        try:
+            os.posix_fallocate(out.fileno(), 0, size)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
     return np.lib.format.open_memmap(path, mode="r+")
 
 
