@@ -30,7 +30,7 @@ def test_repro_preprocess_builds_a_balanced_split_and_then_does_nothing(project,
     assert all(header == f"bytes=0-{128 + 40 * 784 - 1}" for _, header in quickdraw_server.requests)
     y = np.concatenate([np.load(project / f"data/processed/{split}/y.npy") for split in ("train", "val", "test")])
     assert len(y) == 160 and y.sum() == 80
-    assert "/raw" in (project / "data/.gitignore").read_text().split()
+    assert "/car.npy" in (project / "data/raw/.gitignore").read_text().split()
     requests_so_far = len(quickdraw_server.requests)
 
     output = run(project, "dvc", "repro", "preprocess")
