@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.scale import CAR_CATEGORIES, DRAWINGS_DIR, WEIGHTS
 from carsketch.dataset import sample_balanced, split_train_val_test
 from carsketch.evaluation import cached_probabilities, check_agreement, classification_metrics
 from carsketch.features import feature_function, featurize_to_file
@@ -24,11 +25,6 @@ from carsketch.files import load_array
 from carsketch.model import TrainedModel, build_classifier, model_config
 from carsketch.params import FEATURE_DTYPES, load_params
 from carsketch.training import fit
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DRAWINGS_DIR = SHARED / "quickdraw" / "numpy_bitmap"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
-CAR_CATEGORIES = ("car", "tractor")
 
 
 def main() -> int:
