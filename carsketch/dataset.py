@@ -5,6 +5,7 @@ stratified by source category, so every category is in train, validation and tes
 """
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from carsketch.errors import PipelineError
 from carsketch.labels import LABEL_NAMES
+from carsketch.quickdraw import BITMAP_PIXELS
 
 
 def allocate_evenly(available: dict[str, int], total: int) -> dict[str, int]:
@@ -41,21 +43,52 @@ def balanced_allocation(available: dict[str, int], labels: dict[str, int]) -> di
     return allocation
 
 
-def sample_balanced(raw_dir: Path, labels: dict[str, int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Randomly (seeded) pick the balanced drawings; returns x, y and each row's source category."""
+@dataclass(frozen=True)
+class BalancedSample:
+    """The picked drawings, by reference: which row of which category's memory-mapped raw file each one is.
+
+    Only these small index arrays live in memory; bitmaps are read from the raw files a chunk at a time.
+    """
+
+    names: np.ndarray  # the category names, sorted: category codes index into it
+    sources: dict[int, np.ndarray]  # code -> that category's raw rows, memory-mapped
+    category: np.ndarray  # each picked drawing's category code
+    row: np.ndarray  # its row in that category's file
+    y: np.ndarray  # its label
+
+    def category_names(self, rows: np.ndarray) -> np.ndarray:
+        """The source category names of the picked drawings at `rows`."""
+        return self.names[self.category[rows]]
+
+    def bitmaps(self, rows: np.ndarray) -> np.ndarray:
+        """The bitmaps of the picked drawings at `rows`, read from the raw files in ascending row order."""
+        out = np.empty((len(rows), BITMAP_PIXELS), np.uint8)
+        codes, source_rows = self.category[rows], self.row[rows]
+        for code in np.unique(codes):
+            where = np.flatnonzero(codes == code)
+            where = where[np.argsort(source_rows[where], kind="stable")]
+            out[where] = self.sources[code][source_rows[where]]
+        return out
+
+
+def sample_balanced(raw_dir: Path, labels: dict[str, int], seed: int) -> BalancedSample:
+    """Randomly (seeded) pick the balanced drawings, category by category in `labels` order."""
     rng = np.random.default_rng(seed)
-    bitmaps = {}
+    names = sorted(labels)  # codes in name order stratify the split exactly as the names themselves would
+    code = {name: index for index, name in enumerate(names)}
+    sources = {}
     for category in labels:
         path = Path(raw_dir) / f"{category}.npy"
         if not path.exists():
-            raise PipelineError(f"{path} is missing: run the download stage first (dvc repro download)")
-        bitmaps[category] = np.load(path, mmap_mode="r")
-    allocation = balanced_allocation({c: len(rows) for c, rows in bitmaps.items()}, labels)
-    picked = {c: np.sort(rng.permutation(len(bitmaps[c]))[:n]) for c, n in allocation.items()}
-    x = np.concatenate([bitmaps[c][rows] for c, rows in picked.items()])
-    y = np.concatenate([np.full(len(rows), labels[c], np.uint8) for c, rows in picked.items()])
-    category = np.concatenate([np.full(len(rows), c) for c, rows in picked.items()])
-    return x, y, category
+            raise PipelineError(f"{path} is missing: run the download stages first (dvc repro preprocess)")
+        sources[code[category]] = np.load(path, mmap_mode="r")
+    allocation = balanced_allocation({c: len(sources[code[c]]) for c in labels}, labels)
+    picked = {c: np.sort(rng.permutation(len(sources[code[c]]))[:n]) for c, n in allocation.items()}
+    return BalancedSample(
+        names=np.array(names), sources=sources,
+        category=np.concatenate([np.full(len(rows), code[c], np.int32) for c, rows in picked.items()]),
+        row=np.concatenate(list(picked.values())),
+        y=np.concatenate([np.full(len(rows), labels[c], np.uint8) for c, rows in picked.items()]))
 
 
 def split_by_category(category: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

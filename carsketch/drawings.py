@@ -169,9 +169,9 @@ def _widen(canvas):
 
 
 def read_npy_bitmaps(path):
-    """The bitmaps in an .npy file as (N, 28, 28) uint8: Google's (N, 784) rows, or (N, 28, 28)."""
+    """The bitmaps in an .npy file as (N, 28, 28) uint8: Google's (N, 784) rows, or (N, 28, 28), memory-mapped."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PipelineError(f"not a readable .npy file ({error})") from None
     if array.ndim not in (2, 3) or array.shape[1:] not in ((BITMAP_PIXELS,), (BITMAP_SIDE, BITMAP_SIDE)):
@@ -192,17 +192,23 @@ def _ndjson_drawing(line):
     return record["drawing"]
 
 
+def ndjson_drawings(lines):
+    """For each non-blank line of Quick, Draw! ndjson, one at a time: (line number, bitmap) or (line number, why not)."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield number, strokes_to_bitmap(_ndjson_drawing(line))
+            except PipelineError as error:
+                yield number, str(error)
+
+
 def read_ndjson(path):
     """Each drawing of a Quick, Draw! .ndjson file as (line number, bitmap), and each bad line as (line, why)."""
     drawings, problems = [], []
     try:
         with open(path, encoding="utf-8", errors="replace") as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    try:
-                        drawings.append((number, strokes_to_bitmap(_ndjson_drawing(line))))
-                    except PipelineError as error:
-                        problems.append((number, str(error)))
+            for number, result in ndjson_drawings(lines):
+                (problems if isinstance(result, str) else drawings).append((number, result))
     except OSError as error:
         raise PipelineError(f"cannot read it ({error.strerror})") from None
     return drawings, problems

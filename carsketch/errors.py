@@ -1,6 +1,11 @@
 """Errors a user can act on, and the entry point that prints them without a traceback."""
 
+import errno
+import os
 import sys
+
+# Exit status of a process stopped by Ctrl-C (SIGINT), as shells report it.
+INTERRUPTED_STATUS = 128 + 2
 
 
 class PipelineError(Exception):
@@ -8,9 +13,23 @@ class PipelineError(Exception):
 
 
 def run_main(main):
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit status 1."""
+    """Run a stage's main(); a PipelineError or a full disk becomes one line on stderr and exit status 1.
+
+    Outputs are written atomically (carsketch.files), so an interrupted or failed stage leaves none half-written.
+    """
     try:
         return main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        folder = os.path.relpath(os.path.dirname(os.path.abspath(error.filename))) if error.filename else ""
+        where = f" in {folder}" if folder else ""
+        print(f"error: no space left on the disk{where}; nothing was kept half-written: free some space and run again",
+              file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was kept half-written", file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)

@@ -82,5 +82,5 @@ def check_agreement(model: TrainedModel, bitmaps: np.ndarray, cached_probability
 def cached_probabilities(model: TrainedModel, features: np.ndarray) -> np.ndarray:
     """P(car) from cached frozen features (a memory map is fine), as float64."""
     logits = batched(lambda rows: model.classifier.forward_from_frozen(
-        torch.as_tensor(np.array(rows), device=model.device)).cpu(), features)
+        torch.as_tensor(np.array(rows, np.float32), device=model.device)).cpu(), features)
     return torch.sigmoid(logits).numpy().astype(np.float64)

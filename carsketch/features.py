@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
-from carsketch.files import atomic_path
+from carsketch.files import atomic_path, create_npy
 from carsketch.model import INFERENCE_BATCH, CarSketchClassifier, batched, frozen_autocast
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -113,8 +113,8 @@ def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size
 
 @torch.inference_mode()
 def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destination: Path, desc: str = "featurize",
-                      batch_size: int = INFERENCE_BATCH) -> None:
-    """Stream `bitmaps` (a memory map is fine) through `function` into a float32 .npy at `destination`.
+                      batch_size: int = INFERENCE_BATCH, dtype: str = "float32") -> None:
+    """Stream `bitmaps` (a memory map is fine) through `function` into a `dtype` .npy at `destination`.
 
     Batches go straight into a preallocated memory-mapped file, so memory stays flat however many drawings
     there are; the file appears only once complete. Under torch.distributed the processes share the batches
@@ -126,7 +126,7 @@ def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destinatio
         collections.deque(batches, maxlen=0)  # compute and send this process's share
         return
     with atomic_path(destination) as partial, progress(total=len(bitmaps), desc=desc, unit="drawing") as bar:
-        features = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(bitmaps), *shape))
+        features = create_npy(partial, dtype, (len(bitmaps), *shape))
         for rows, batch in batches:
             features[rows] = batch
             bar.update(len(batch))

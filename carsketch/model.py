@@ -145,28 +145,30 @@ def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
 class TrainedModel:
     """A saved classifier with what is needed to use it alone: input size, normalisation, threshold.
 
-    It runs on `device` (`auto`: CUDA when visible); results always come back as CPU arrays.
+    It runs on `device` (`auto`: CUDA when visible); results always come back as CPU arrays. `frozen_features`
+    (bitmaps -> the frozen blocks' output) is eager torch unless another engine is given (predict: ONNX Runtime).
     """
 
-    def __init__(self, classifier, config, device: str | torch.device = "cpu"):
+    def __init__(self, classifier, config, device: str | torch.device = "cpu", frozen_features=None):
         self.device = resolve_device(device)
         self.classifier = classifier.eval().to(self.device)
         self.config = config
         self.threshold = config["threshold"]
+        self.frozen_features = frozen_features or self._torch_frozen_features
 
     def input_tensor(self, bitmaps):
         return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"]).to(self.device)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for input tensors, the frozen part under the model's autocast setting (as featurize ran it)."""
+    def _torch_frozen_features(self, bitmaps: np.ndarray) -> torch.Tensor:
+        """The frozen part in eager torch, under the model's autocast setting (as featurize ran it)."""
         with frozen_autocast(self.device, self.config.get("autocast", False)):
-            frozen = self.classifier.frozen_features(images)
-        return self.classifier.forward_from_frozen(frozen.float())
+            return self.classifier.frozen_features(self.input_tensor(bitmaps)).float()
 
     def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
-        logits = batched(lambda rows: self.logits(self.input_tensor(rows)).cpu(), bitmaps, batch_size)
+        logits = batched(lambda rows: self.classifier.forward_from_frozen(self.frozen_features(rows).to(self.device)).cpu(),
+                         bitmaps, batch_size)
         return torch.sigmoid(logits).numpy()
 
     def save(self, path: Path) -> None:

@@ -16,6 +16,7 @@ from carsketch.quickdraw import unknown_category_message
 
 PARAMS_FILE = Path("params.yaml")
 FEATURIZE_ENGINES = ("onnxruntime", "torch")
+FEATURE_DTYPES = ("float32", "float16")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 # MobileNetV2's convolutional blocks; at least the first stays frozen.
@@ -50,6 +51,7 @@ class Params:
     image_size: int
     trainable_blocks: int
     featurize_engine: str
+    feature_dtype: str
     seed: int
     epochs: int
     batch_size: int
@@ -124,6 +126,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "image_size": _integer(32, 512),
     "trainable_blocks": _integer(0, BACKBONE_BLOCKS - 1),
     "featurize_engine": _choice(*FEATURIZE_ENGINES),
+    "feature_dtype": _choice(*FEATURE_DTYPES),
     "seed": _integer(0),
     "epochs": _integer(1),
     "batch_size": _integer(1),

@@ -7,7 +7,7 @@ PROCESSED_DIR = Path("data/processed")
 FEATURES_DIR = Path("data/features")
 BACKBONE_FILE = Path("model_data/backbone.pth")
 MODEL_FILE = Path("model_data/car_sketch_weights.pth")
-DOWNLOAD_REPORT = Path("metrics/download.json")
+DOWNLOAD_REPORTS_DIR = Path("metrics/download")
 DATA_METRICS = Path("metrics/data.json")
 DATA_PER_CATEGORY = Path("metrics/data_per_category.json")
 TRAIN_LOG = Path("metrics/train_log.csv")
@@ -19,3 +19,13 @@ PLOTS_DIR = Path("metrics/plots")
 # The three parts of the balanced set: fit on train, watch val per epoch, report on test.
 SPLITS = ("train", "val", "test")
 
+
+
+def raw_file(category: str) -> Path:
+    """One category's drawings as the download stage wrote them (dvc.yaml: data/raw/${item}.npy)."""
+    return RAW_DIR / f"{category}.npy"
+
+
+def download_report(category: str) -> Path:
+    """What fetching one category cost: rows, bytes fetched, the file's full size."""
+    return DOWNLOAD_REPORTS_DIR / f"{category}.json"

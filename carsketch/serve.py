@@ -27,9 +27,10 @@ from starlette.exceptions import HTTPException
 from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
 from carsketch.errors import PipelineError
 from carsketch.labels import SIDES
-from carsketch.model import TrainedModel, load_trained_model
+from carsketch.model import TrainedModel
+from carsketch.params import DEVICES
 from carsketch.paths import MODEL_FILE
-from carsketch.predict import label_for
+from carsketch.predict import engine_model, label_for
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY_BYTES = 1_000_000
@@ -274,11 +275,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: everyone)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free one)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs (default auto: a CUDA GPU where torch sees one, else the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; says where it listens first."""
-    model = load_trained_model(args.model)
+    model = engine_model(args.model, args.device)  # the frozen part as `predict` runs it, so they agree
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"

@@ -33,8 +33,8 @@ def _device(classifier: CarSketchClassifier) -> torch.device:
 
 def _logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
     device = _device(classifier)
-    return batched(lambda rows: classifier.forward_from_frozen(torch.as_tensor(np.array(rows), device=device)).cpu(),
-                   features)
+    return batched(lambda rows: classifier.forward_from_frozen(
+        torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
 
 
 class _FromFrozen(nn.Module):
@@ -83,7 +83,7 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
         for start in progress(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", nested=True) if rank == 0 else starts:
             batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
             mine = batch[rank::size]
-            logits = step_model(torch.as_tensor(np.array(features[mine]), device=device))
+            logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
             optimizer.zero_grad()

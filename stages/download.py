@@ -1,28 +1,27 @@
-"""download stage: fetch `<base_url>/<category>.npy` (its first `max_per_category` rows) for every category."""
+"""download stage for one category: `python -m stages.download CATEGORY` fetches `<base_url>/<CATEGORY>.npy`.
 
-import requests
+dvc.yaml runs it once per category (a `foreach` over each side's list), so adding, removing or moving
+one category fetches at most that file, and one failed category leaves the others' outputs in place.
+"""
+
+import sys
 
 from carsketch.download import fetch_category
-from carsketch.errors import run_main
+from carsketch.errors import PipelineError, run_main
 from carsketch.files import save_json
 from carsketch.params import load_params
-from carsketch.paths import DOWNLOAD_REPORT, RAW_DIR
-from carsketch.progress import progress
+from carsketch.paths import download_report, raw_file
 
 
-def main() -> None:
+def main(category: str) -> None:
     params = load_params()
-    report = {}
-    with requests.Session() as session:
-        for category in progress(params.categories.labels(), desc="download", unit="category"):
-            report[category] = fetch_category(params.base_url, category, RAW_DIR / f"{category}.npy",
-                                              params.max_per_category, session)
-    save_json(DOWNLOAD_REPORT, {
-        "bytes_fetched": sum(entry["bytes_fetched"] for entry in report.values()),
-        "full_size_bytes": sum(entry["full_size_bytes"] or 0 for entry in report.values()),
-        "categories": report,
-    })
+    if category not in params.categories.labels():
+        raise PipelineError(f"'{category}' is not in categories.car or categories.not_car of params.yaml")
+    save_json(download_report(category),
+              fetch_category(params.base_url, category, raw_file(category), params.max_per_category))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m stages.download CATEGORY")
+    run_main(lambda: main(sys.argv[1]))

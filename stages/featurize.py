@@ -19,7 +19,8 @@ def featurize_splits(params: Params, device: torch.device) -> None:
     function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast)
     for split in SPLITS:
         bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
-        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}")
+        featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}",
+                          dtype=params.feature_dtype)
 
 
 def main() -> None:

@@ -111,16 +111,23 @@ def test_truncated_local_file_is_an_error(served, tmp_path):
     assert not (tmp_path / "van.npy").exists()
 
 
-def test_main_downloads_every_category_and_reports_bytes(served, tmp_path, monkeypatch):
+def test_main_downloads_one_category_and_reports_its_bytes(served, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]},
                  max_per_category=20)
-    download.main()
-    assert np.load("data/raw/car.npy").shape == (20, 784)
+    download.main("pickup truck")
     assert np.load("data/raw/pickup truck.npy").shape == (20, 784)
-    report = json.loads((tmp_path / "metrics/download.json").read_text())
-    assert report["bytes_fetched"] == 2 * (128 + 20 * ROW_BYTES)
-    assert report["full_size_bytes"] == 2 * 128 + 80 * ROW_BYTES
+    assert not (tmp_path / "data/raw/car.npy").exists()
+    report = json.loads((tmp_path / "metrics/download/pickup truck.json").read_text())
+    assert report == {"rows": 20, "bytes_fetched": 128 + 20 * ROW_BYTES, "full_size_bytes": 128 + 30 * ROW_BYTES}
+
+
+def test_main_refuses_a_category_not_in_params(served, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]})
+    with pytest.raises(PipelineError, match="'van' is not in categories"):
+        download.main("van")
+    assert served.requests == []
 
 
 def test_bad_category_fails_before_any_download(served, tmp_path, monkeypatch):
@@ -128,5 +135,5 @@ def test_bad_category_fails_before_any_download(served, tmp_path, monkeypatch):
     write_params(tmp_path, base_url=served.url, categories={"car": ["car", "firetruk"], "not_car": ["apple"]},
                  max_per_category=5)
     with pytest.raises(PipelineError, match="'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'"):
-        download.main()
+        download.main("car")
     assert served.requests == []

@@ -11,7 +11,13 @@ import yaml
 from conftest import REPO_ROOT
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-STAGES = DVC_YAML["stages"]
+# Each stage's definition, a `foreach` stage's by its `do` template.
+STAGES = {name: stage.get("do", stage) for name, stage in DVC_YAML["stages"].items()}
+
+
+def module_of(stage: str) -> str:
+    """The module a stage runs: `python -m stages.<name> ...`."""
+    return STAGES[stage]["cmd"].split()[2]
 
 # Imports `stages.<name>` in a fresh interpreter and prints the project files it loaded (package __init__s
 # and data files read at import time included: the category list is read by carsketch.quickdraw).
@@ -39,7 +45,7 @@ def loaded_files(module: str) -> frozenset[str]:
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_deps_list_exactly_the_code_the_stage_imports(stage):
-    imported = set(loaded_files(f"stages.{stage}"))
+    imported = set(loaded_files(module_of(stage)))
     if "carsketch/quickdraw.py" in imported:
         imported.add("carsketch/quickdraw_categories.txt")
     code_deps = {dep for dep in STAGES[stage]["deps"] if dep.startswith(("stages/", "carsketch/"))}
@@ -48,8 +54,8 @@ def test_deps_list_exactly_the_code_the_stage_imports(stage):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_no_stage_imports_another(stage):
-    others = {f"stages/{name}.py" for name in STAGES if name != stage}
-    assert not loaded_files(f"stages.{stage}") & others
+    others = {f"{module_of(name).replace('.', '/')}.py" for name in STAGES} - {f"{module_of(stage).replace('.', '/')}.py"}
+    assert not loaded_files(module_of(stage)) & others
 
 
 def test_each_plot_is_declared_once_and_metrics_are_figures():

@@ -106,3 +106,43 @@ def test_a_threshold_outside_0_to_1_is_a_usage_error(inputs, capsys):
     with pytest.raises(SystemExit) as exit_info:
         carsketch_main(["predict", str(inputs[0]), "--threshold", "1.5"])
     assert exit_info.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+def test_stdin_is_read_as_ndjson_and_results_come_before_the_input_ends(model_path):
+    line = json.dumps({"drawing": [[[0, 255], [0, 0]]]}) + "\n"
+    process = subprocess.Popen([sys.executable, "-m", "carsketch", "predict", "--json", "--model", str(model_path), "-"],
+                               cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        process.stdin.write(line * predict.INFERENCE_BATCH)  # one full batch; stdin stays open
+        process.stdin.flush()
+        first = json.loads(process.stdout.readline())
+        assert (first["input"], first["index"]) == ("-", 1)
+        process.stdin.write(line + "not json\n")
+        process.stdin.close()
+        rest = process.stdout.read().splitlines()
+        assert process.wait(timeout=60) == 1
+    finally:
+        process.kill()
+    assert len(rest) == predict.INFERENCE_BATCH and json.loads(rest[-1])["index"] == predict.INFERENCE_BATCH + 1
+
+
+def test_large_npy_is_classified_in_batches_of_the_engine(model_path, tmp_path, monkeypatch):
+    bitmaps = np.zeros((predict.INFERENCE_BATCH * 2 + 5, 784), np.uint8)
+    bitmaps[:, 300:330] = 255
+    bitmaps[7] = 0
+    np.save(tmp_path / "many.npy", bitmaps)
+    sizes, original = [], TrainedModel.predict_proba
+
+    def counting_predict_proba(self, rows, **kwargs):
+        sizes.append(len(rows))
+        return original(self, rows, **kwargs)
+
+    monkeypatch.setattr(TrainedModel, "predict_proba", counting_predict_proba)
+    stream = predict.stream_classify([tmp_path / "many.npy"], model_path)
+    assert next(stream) == f"{tmp_path / 'many.npy'} row 7: empty drawing (blank bitmap)"
+    results = list(stream)
+    assert sizes == [predict.INFERENCE_BATCH, predict.INFERENCE_BATCH, 4]
+    assert [result["index"] for result in results] == [row for row in range(len(bitmaps)) if row != 7]
+    torch_model = load_trained_model(model_path)
+    expected = torch_model.predict_proba(bitmaps[:10])
+    assert np.allclose([r["car_probability"] for r in results[:9]], np.delete(expected, 7), atol=1e-4)

@@ -1,0 +1,77 @@
+"""float32 against float16 feature storage on the real drawings in ../shared: disk, memory and accuracy.
+
+    python -m bench.feature_dtype [--image-size 128] [--seeds 1 2 3]
+
+Featurizes the benchmark's split once (car + tractor against the other categories of ../shared), stores the
+features in each dtype with featurize_to_file, and trains and evaluates the default head on each, several
+seeds, reading the features through their memory maps as the train and evaluate stages do.
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.scale import CAR_CATEGORIES, DRAWINGS_DIR, WEIGHTS
+from carsketch.dataset import sample_balanced, split_train_val_test
+from carsketch.evaluation import cached_probabilities, check_agreement, classification_metrics
+from carsketch.features import feature_function, featurize_to_file
+from carsketch.files import load_array
+from carsketch.model import TrainedModel, build_classifier, model_config
+from carsketch.params import FEATURE_DTYPES, load_params
+from carsketch.training import fit
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    if not DRAWINGS_DIR.is_dir() or not WEIGHTS.is_file():
+        print(f"skipped: {DRAWINGS_DIR} or {WEIGHTS} is missing")
+        return 0
+    params = load_params()
+    labels = {path.stem: int(path.stem in CAR_CATEGORIES) for path in sorted(DRAWINGS_DIR.glob("*.npy"))}
+    sample = sample_balanced(DRAWINGS_DIR, labels, params.split_seed)
+    splits = split_train_val_test(sample.category, params.test_size, params.val_size, params.split_seed)
+    bitmaps = {split: sample.bitmaps(rows) for split, rows in splits.items()}
+    function = feature_function(build_classifier(WEIGHTS), args.image_size, "onnxruntime")
+    report = {"image_size": args.image_size, "drawings": {s: len(r) for s, r in splits.items()}, "dtypes": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for dtype in FEATURE_DTYPES:
+            paths = {split: Path(folder) / f"{dtype}-{split}.npy" for split in splits}
+            for split, path in paths.items():
+                featurize_to_file(function, bitmaps[split], path, f"{dtype} {split}", dtype=dtype)
+            features = {split: load_array(path) for split, path in paths.items()}
+            runs = []
+            for seed in args.seeds:
+                classifier = build_classifier(WEIGHTS, seed=seed)
+                started = time.perf_counter()
+                fit(classifier, features["train"], sample.y[splits["train"]], params.epochs, params.batch_size,
+                    params.lr, seed, params.lr_schedule)
+                seconds = time.perf_counter() - started
+                model = TrainedModel(classifier, model_config(args.image_size, 0, WEIGHTS, {}))
+                probability = cached_probabilities(model, features["test"])
+                difference = check_agreement(model, bitmaps["test"], probability)
+                runs.append({"seed": seed, "train_s": round(seconds, 2), "full_model_max_difference": difference,
+                             **classification_metrics(sample.y[splits["test"]], probability, model.threshold)})
+            report["dtypes"][dtype] = {
+                "bytes": sum(path.stat().st_size for path in paths.values()),
+                "bytes_per_drawing": paths["train"].stat().st_size / len(splits["train"]),
+                "mean_accuracy": float(np.mean([run["accuracy"] for run in runs])),
+                "mean_loss": float(np.mean([run["loss"] for run in runs])),
+                "mean_roc_auc": float(np.mean([run["roc_auc"] for run in runs])),
+                "runs": runs}
+    report["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

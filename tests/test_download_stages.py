@@ -1,0 +1,76 @@
+"""One DVC download stage per category, run by the real `dvc` against a loopback mirror that counts requests."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.project import command_line, commit, make_project, run
+from conftest import write_category_files
+
+CATEGORIES = {"car": ["car", "pickup truck"], "not_car": ["apple", "tree"]}
+
+
+@pytest.fixture
+def project(tmp_path, quickdraw_server):
+    """The project in a fresh git + DVC repo, its params pointed at tiny files (one name with a space) on loopback."""
+    write_category_files(quickdraw_server.folder, {"car": 40, "pickup truck": 40, "apple": 40, "tree": 40, "cloud": 40})
+    project = tmp_path / "project"
+    project.mkdir()
+    make_project(project, base_url=quickdraw_server.url, max_per_category=30, categories=CATEGORIES)
+    return project
+
+
+def set_categories(project, categories):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["categories"] = categories
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fetched(server):
+    """The files requested since the last call."""
+    paths = sorted(path for path, _ in server.requests)
+    server.requests.clear()
+    return paths
+
+
+def test_changing_categories_fetches_only_the_changed_file(project, quickdraw_server):
+    output = run(project, "dvc", "repro", "preprocess")
+    assert "Running stage 'download_car@pickup truck'" in output
+    assert fetched(quickdraw_server) == ["/apple.npy", "/car.npy", "/pickup%20truck.npy", "/tree.npy"]
+    assert np.load(project / "data/raw/pickup truck.npy").shape == (30, 784)
+    assert (project / "metrics/download/pickup truck.json").is_file()
+    commit(project, "first run")
+
+    set_categories(project, {"car": CATEGORIES["car"], "not_car": [*CATEGORIES["not_car"], "cloud"]})
+    output = run(project, "dvc", "repro", "preprocess")
+    assert fetched(quickdraw_server) == ["/cloud.npy"]
+    assert "Running stage 'preprocess'" in output
+
+    set_categories(project, {"car": ["car", "pickup truck", "tree"], "not_car": ["apple", "cloud"]})  # tree moves
+    run(project, "dvc", "repro", "preprocess")
+    assert fetched(quickdraw_server) == []
+    category = np.load(project / "data/processed/train/category.npy")
+    y = np.load(project / "data/processed/train/y.npy")
+    assert set(y[category == "tree"]) == {1}
+
+    set_categories(project, {"car": ["car", "pickup truck"], "not_car": ["apple"]})  # two removed
+    output = run(project, "dvc", "repro", "preprocess")
+    assert fetched(quickdraw_server) == [] and "Running stage 'preprocess'" in output
+    assert "tree" not in set(np.load(project / "data/processed/train/category.npy").tolist())
+
+
+def test_one_failed_category_leaves_the_others(project, quickdraw_server):
+    (quickdraw_server.folder / "tree.npy").unlink()
+    failed = subprocess.run(command_line("dvc", "repro", "--keep-going", "preprocess"), cwd=project,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "tree.npy (HTTP 404)" in failed.stdout + failed.stderr
+    assert sorted(path.name for path in (project / "data/raw").glob("*.npy")) == ["apple.npy", "car.npy",
+                                                                                  "pickup truck.npy"]
+    fetched(quickdraw_server)
+
+    write_category_files(quickdraw_server.folder, {"tree": 40})
+    run(project, "dvc", "repro", "preprocess")
+    assert fetched(quickdraw_server) == ["/tree.npy"]
+    assert "up to date" in run(project, "dvc", "status", "preprocess")
