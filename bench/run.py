@@ -29,7 +29,7 @@ from bench.project import COMMAND_ENV, REPO_ROOT, command_line, commit, make_pro
 from carsketch.errors import run_main
 from carsketch.mirror import serve
 from carsketch.params import FEATURIZE_ENGINES, load_params
-from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, METRICS_FILE, PROCESSED_DIR
+from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORTS_DIR, METRICS_FILE, PROCESSED_DIR
 from carsketch.quickdraw import BITMAP_PIXELS
 
 DRAWINGS_DIR = Path("quickdraw/numpy_bitmap")  # in --shared
@@ -115,13 +115,15 @@ def featurize_throughput(project: Path, image_size: int, trainable_blocks: int, 
     return {"image_size": image_size, "drawings": len(bitmaps), "drawings_per_s": rates}
 
 
-def download_volume(download_report: dict, drawings_dir: Path) -> dict:
-    """Bytes fetched against the least a download can fetch: each category's rows x 784 plus its .npy header."""
+def download_volume(reports: dict[str, dict], drawings_dir: Path) -> dict:
+    """Bytes fetched against the least a download can fetch: each category's rows x 784 plus its .npy header.
+
+    `reports` are the download stages' per-category reports, by category."""
     needed = sum(entry["rows"] * BITMAP_PIXELS + np.load(drawings_dir / f"{name}.npy", mmap_mode="r").offset
-                 for name, entry in download_report["categories"].items())
-    fetched = download_report["bytes_fetched"]
+                 for name, entry in reports.items())
+    fetched = sum(entry["bytes_fetched"] for entry in reports.values())
     return {"bytes_fetched": fetched, "bytes_needed": needed, "ratio_to_needed": fetched / needed,
-            "full_size_bytes": download_report["full_size_bytes"]}
+            "full_size_bytes": sum(entry["full_size_bytes"] for entry in reports.values())}
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable]) -> list[str]:
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(project / "params.yaml")  # a bad --set value stops here, before any work
             machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             report = bench_pipeline(project, repeats)
-            report["download"] = download_volume(json.loads((project / DOWNLOAD_REPORT).read_text()), drawings_dir)
+            reports = {path.stem: json.loads(path.read_text()) for path in (project / DOWNLOAD_REPORTS_DIR).glob("*.json")}
+            report["download"] = download_volume(reports, drawings_dir)
             report["featurize"] = featurize_throughput(project, params.image_size, params.trainable_blocks, repeats)
     finally:
         server.shutdown()

@@ -38,8 +38,8 @@ def test_download_volume_counts_rows_and_each_files_header(tmp_path):
     for name in ("car", "tractor"):  # np.save writes a 128-byte header, as Google's files have
         np.save(tmp_path / f"{name}.npy", np.zeros((10, 784), np.uint8))
     needed = 4 * 784 + 128 + 6 * 784 + 128
-    report = {"bytes_fetched": needed + 100, "full_size_bytes": 2 * (10 * 784 + 128),
-              "categories": {"car": {"rows": 4}, "tractor": {"rows": 6}}}
+    report = {"car": {"rows": 4, "bytes_fetched": needed + 100, "full_size_bytes": 10 * 784 + 128},
+              "tractor": {"rows": 6, "bytes_fetched": 0, "full_size_bytes": 10 * 784 + 128}}
     assert download_volume(report, tmp_path) == {"bytes_fetched": needed + 100, "bytes_needed": needed,
                                                  "ratio_to_needed": (needed + 100) / needed,
                                                  "full_size_bytes": 2 * (10 * 784 + 128)}

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 from carsketch import predict
 from carsketch.cli import main as carsketch_main
 from carsketch.errors import PipelineError
-from carsketch.model import TrainedModel
+from carsketch.model import TrainedModel, load_trained_model
 
 
 @pytest.fixture
