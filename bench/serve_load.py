@@ -14,6 +14,7 @@ server share this machine's cores.
 import argparse
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -85,11 +86,17 @@ async def load(url: str, drawings: list, clients: int) -> tuple[list[float], int
         return latencies, errors, time.perf_counter() - start
 
 
-def predict_seconds(model: TrainedModel, drawings: list) -> float:
-    """How long `predict` takes over these drawings: rasterise each, then one predict_proba over all."""
-    start = time.perf_counter()
+def predict_seconds(model: TrainedModel, drawings: list) -> tuple[float, float]:
+    """(wall, CPU) seconds `predict` takes over these drawings: rasterise each, one predict_proba over all."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time, user and system, that a process has used so far in all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def random_model(folder: Path) -> Path:
@@ -106,23 +113,27 @@ def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) ->
     """The load figures for `requests` single-drawing requests from `clients` clients, and predict's.
 
     Serving and predict take turns over `rounds` shares of the drawings, so that a change in what else
-    runs on the machine slows both alike.
+    runs on the machine slows both alike. CPU time per drawing (the server's, predict's) is a cross-check
+    that does not depend on what else runs.
     """
     drawings = scribbles(requests + clients)
     warm_up, drawings = drawings[:clients], drawings[clients:]
     model = load_trained_model(model_path)
-    latencies, errors, served_s, predicted_s = [], 0, 0.0, 0.0
-    with serve_process(model_path) as (_, url):
+    latencies, errors, served, predicted = [], 0, np.zeros(2), np.zeros(2)  # (wall, CPU) seconds
+    with serve_process(model_path) as (process, url):
         asyncio.run(load(url, warm_up, clients))
         predict_seconds(model, warm_up)
         for share in range(rounds):
             part = drawings[share::rounds]
+            cpu_start = cpu_seconds(process.pid)
             part_latencies, part_errors, seconds = asyncio.run(load(url, part, clients))
-            latencies, errors, served_s = latencies + part_latencies, errors + part_errors, served_s + seconds
-            predicted_s += predict_seconds(model, part)
-    return {"requests": requests, "clients": clients, "errors": errors, "requests_per_s": requests / served_s,
+            served += seconds, cpu_seconds(process.pid) - cpu_start
+            latencies, errors = latencies + part_latencies, errors + part_errors
+            predicted += predict_seconds(model, part)
+    return {"requests": requests, "clients": clients, "errors": errors, "requests_per_s": requests / served[0],
             "p50_ms": 1000 * np.percentile(latencies, 50), "p99_ms": 1000 * np.percentile(latencies, 99),
-            "predict_per_s": requests / predicted_s, "ratio": predicted_s / served_s}
+            "predict_per_s": requests / predicted[0], "ratio": predicted[0] / served[0],
+            "serve_cpu_ms": 1000 * served[1] / requests, "predict_cpu_ms": 1000 * predicted[1] / requests}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms")
     print(f"predict on the same drawings: {figures['predict_per_s']:.1f} drawings/s; "
           f"serve / predict = {figures['ratio']:.2f}")
+    print(f"CPU time per drawing: serve {figures['serve_cpu_ms']:.0f} ms, predict {figures['predict_cpu_ms']:.0f} ms")
     return 1 if figures["errors"] else 0
 
 
