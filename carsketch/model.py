@@ -34,6 +34,15 @@ class CarSketchHead(nn.Sequential):
         super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, 1))
 
+    def forward(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep`, in training, is the dropout mask to use (1 keeps a unit): data-parallel training gives each
+        process its rows of one global mask, so that it drops exactly what one process would."""
+        linear, relu, dropout, output = self
+        hidden = relu(linear(features))
+        if keep is not None and self.training:
+            return output(hidden * keep / (1 - dropout.p))
+        return output(dropout(hidden))
+
 
 def resolve_device(setting: str | torch.device = "cpu") -> torch.device:
     """`auto` is CUDA where a GPU is visible, else CPU. Asking for CUDA without one fails here, before any work."""
@@ -115,11 +124,11 @@ class CarSketchClassifier(nn.Module):
         activations = self.frozen(images)
         return activations if len(self.trainable) else _pool(activations)
 
-    def forward_from_frozen(self, frozen_features):
-        """Logits from cached frozen features: the path training and evaluation take."""
+    def forward_from_frozen(self, frozen_features, keep=None):
+        """Logits from cached frozen features: the path training and evaluation take (`keep`: CarSketchHead)."""
         if len(self.trainable):
             frozen_features = _pool(self.trainable(frozen_features))
-        return self.head(frozen_features).squeeze(1)
+        return self.head(frozen_features, keep).squeeze(1)
 
     def forward(self, images):
         return self.forward_from_frozen(self.frozen_features(images))

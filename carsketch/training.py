@@ -44,8 +44,8 @@ class _FromFrozen(nn.Module):
         super().__init__()
         self.classifier = classifier
 
-    def forward(self, frozen_features: torch.Tensor) -> torch.Tensor:
-        return self.classifier.forward_from_frozen(frozen_features)
+    def forward(self, frozen_features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return self.classifier.forward_from_frozen(frozen_features, keep)
 
 
 def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -63,8 +63,8 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
     `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""
     rank, size = rank_and_size()
     device = _device(classifier)
-    torch.manual_seed(seed + rank)  # dropout differs between processes; the batch order below does not
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the same batch order and dropout masks in every process
+    dropout = classifier.head[2]
     labels = np.asarray(labels, dtype=np.float32)
     step_model = _FromFrozen(classifier)
     if size > 1:
@@ -83,7 +83,9 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
         for start in progress(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", nested=True) if rank == 0 else starts:
             batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
             mine = batch[rank::size]
-            logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device))
+            keep = torch.rand(len(batch), classifier.head[0].out_features, generator=generator) >= dropout.p
+            logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device),
+                                keep[rank::size].to(device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
             optimizer.zero_grad()

@@ -49,7 +49,6 @@ def test_two_processes_write_the_same_file_as_one(tmp_path):
 
 def _fit_and_save(features, labels, destination):
     classifier = build_classifier(None, seed=0)
-    classifier.head[2].p = 0.0  # without dropout, data parallel steps are the single-process steps
     log = fit(classifier, features, labels, epochs=2, batch_size=10, lr=0.01, seed=0, lr_schedule="cosine")
     if rank_and_size()[0] == 0:
         torch.save({"state": classifier.head.state_dict(), "log": log}, destination)
@@ -62,8 +61,10 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_learning_rate
     _fit_and_save(features, labels, tmp_path / "one.pt")
     _in_two_processes(_fit_and_save, tmp_path, features, labels, tmp_path / "two.pt")
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    for name, tensor in one["state"].items():
-        torch.testing.assert_close(two["state"][name], tensor, atol=1e-5, rtol=1e-4)
+    for name, tensor in one["state"].items():  # dropout on: each process uses its rows of one global mask
+        # summing the gradient in another order differs in the last float bits, which Adam's step (about lr,
+        # whatever the gradient's size) can carry to ~1e-4 where a gradient is near zero
+        torch.testing.assert_close(two["state"][name], tensor, atol=2e-4, rtol=1e-4)
     assert [row["train_loss"] for row in two["log"]] == pytest.approx([row["train_loss"] for row in one["log"]], rel=1e-4)
 
 
