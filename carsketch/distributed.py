@@ -2,7 +2,7 @@
 
 A stage with `workers: 1` runs in its own process, with no launcher overhead. With more, it re-launches itself
 under torchrun (`torch.distributed.run`) on this machine; on a cluster, torchrun is started by hand on each node
-(README: Scaling out) and the stage finds itself already launched. Processes talk over gloo on CPU and NCCL for
+(README: Beyond one machine) and the stage finds itself already launched. Processes talk over gloo on CPU and NCCL for
 CUDA tensors; rank 0 writes every output.
 """
 
