@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.project import COMMAND_ENV, REPO_ROOT, commit, make_project, run
+from bench.project import COMMAND_ENV, REPO_ROOT, commit, make_project, run, stages_ran
 from carsketch.mirror import serve
 
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -88,8 +88,7 @@ def main() -> int:
             started = time.perf_counter()
             output = run(project, "dvc", "exp", "run", "-S", "workers=2")
             report["exp_run_workers=2_s"] = time.perf_counter() - started
-            report["exp_run_stages"] = [line.split("'")[1] for line in output.splitlines()
-                                        if line.startswith("Running stage '")]
+            report["exp_run_stages"] = stages_ran(output)
             report["md5_workers=2"] = featurize_md5(project)
             report["accuracy_workers=2"] = test_accuracy(project)
             report["md5_identical"] = report["md5_workers=1"] == report["md5_workers=2"]

@@ -5,7 +5,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -29,6 +32,30 @@ def run(project: Path, *command: str) -> str:
     if result.returncode:
         raise AssertionError(f"`{' '.join(command)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr
+
+
+class Measured(NamedTuple):
+    seconds: float
+    peak_rss_mib: float
+    exit_status: int
+    output: str  # stdout and stderr together
+
+
+def run_measured(project: Path, *command: str) -> Measured:
+    """Run a command in `project` to its end: wall seconds, peak RSS, exit status and output.
+
+    Peak RSS is ru_maxrss from os.wait4: the largest resident set of the command or of any process it waited
+    for (dvc's stage processes). Linux carries a parent's peak into its children across exec, so a caller that
+    measures this way imports nothing heavy before its last measured command.
+    """
+    with tempfile.TemporaryFile("w+") as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(command_line(*command), cwd=project, env={**os.environ, **COMMAND_ENV},
+                                   stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        output.seek(0)
+        return Measured(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), output.read())
 
 
 def make_project(directory: Path, **overrides) -> dict:

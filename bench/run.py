@@ -14,10 +14,8 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from pathlib import Path
 from typing import Iterable
@@ -25,7 +23,7 @@ from typing import Iterable
 import numpy as np
 import yaml
 
-from bench.project import COMMAND_ENV, REPO_ROOT, command_line, commit, make_project, run, stages_ran
+from bench.project import REPO_ROOT, commit, make_project, run, run_measured, stages_ran
 from carsketch.errors import run_main
 from carsketch.mirror import serve
 from carsketch.params import FEATURIZE_ENGINES, load_params
@@ -47,26 +45,16 @@ FEATURIZE_DRAWINGS = 1024
 
 
 def measure(project: Path, *command: str) -> dict:
-    """Run `command` in `project`; its wall seconds, peak RSS and the stages DVC ran.
+    """Run `command` in `project` (bench.project.run_measured); its wall seconds, peak RSS and the stages DVC ran.
 
-    Peak RSS is ru_maxrss from os.wait4: the largest resident set of the command or of any process it
-    waited for (dvc's stage processes). Linux carries a parent's peak into its children across exec, so
-    this process imports nothing heavy until the last command has run.
+    This process imports nothing heavy until the last command has run, so that the peak RSS is the command's.
     """
-    with tempfile.TemporaryFile("w+") as output:
-        start = time.perf_counter()
-        process = subprocess.Popen(command_line(*command), cwd=project, env={**os.environ, **COMMAND_ENV},
-                                   stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read()
-    if process.returncode:
-        sys.exit(f"error: `{' '.join(command)}` failed ({process.returncode}):\n{text}")
-    print(f"bench: {' '.join(command)}: {seconds:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MiB", file=sys.stderr)
-    return {"command": " ".join(command), "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024,
-            "stages_ran": stages_ran(text)}
+    measured = run_measured(project, *command)
+    if measured.exit_status:
+        sys.exit(f"error: `{' '.join(command)}` failed ({measured.exit_status}):\n{measured.output}")
+    print(f"bench: {' '.join(command)}: {measured.seconds:.1f} s, peak {measured.peak_rss_mib:.0f} MiB", file=sys.stderr)
+    return {"command": " ".join(command), "seconds": measured.seconds, "peak_rss_mib": measured.peak_rss_mib,
+            "stages_ran": stages_ran(measured.output)}
 
 
 def import_seconds(project: Path, repeats: int) -> dict[str, float]:

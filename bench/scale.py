@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.project import COMMAND_ENV, command_line, commit, make_project
+from bench.project import commit, make_project, run, run_measured, stages_ran
 from carsketch.files import create_npy
 from carsketch.mirror import MirrorHandler, serve
 from carsketch.paths import MODEL_FILE
@@ -45,16 +45,13 @@ class CountingHandler(MirrorHandler):
         self.server.bytes_sent += source.tell() - start
 
 
-def measured(project: Path, *command: str, stdout=subprocess.DEVNULL) -> dict:
-    """Run a command in `project`; its wall time and peak RSS (MiB) from os.wait4, or AssertionError if it fails."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command_line(*command), cwd=project, stdout=stdout, stderr=subprocess.PIPE,
-                               env={**os.environ, **COMMAND_ENV})
-    stderr = process.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise AssertionError(f"`{' '.join(command)}` failed:\n{stderr[-3000:]}")
-    return {"seconds": round(time.perf_counter() - started, 2), "max_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+def measured(project: Path, *command: str) -> dict:
+    """Run a command in `project` (bench.project.run_measured); its wall time and peak RSS (MiB), or an
+    AssertionError if it fails."""
+    result = run_measured(project, *command)
+    if result.exit_status:
+        raise AssertionError(f"`{' '.join(command)}` failed:\n{result.output[-3000:]}")
+    return {"seconds": round(result.seconds, 2), "max_rss_mib": round(result.peak_rss_mib, 1)}
 
 
 def tile_rows(source: Path, destination: Path, rows: int) -> None:
@@ -127,12 +124,11 @@ def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) 
     params["categories"]["not_car"].append(held_back)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     server.bytes_sent = 0
-    added = subprocess.run(command_line("dvc", "repro", "preprocess"), cwd=project, capture_output=True, text=True,
-                           env={**os.environ, **COMMAND_ENV}, check=True).stdout
+    added = run(project, "dvc", "repro", "preprocess")
     result["add_one_category"] = {
         "category": held_back, "bytes_fetched": server.bytes_sent,
         "file_bytes": (workdir / "mirror" / f"{held_back}.npy").stat().st_size,
-        "stages_ran": [line.split("'")[1] for line in added.splitlines() if line.startswith("Running stage '")]}
+        "stages_ran": stages_ran(added)}
     server.shutdown()
     return result
 

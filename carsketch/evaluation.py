@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from carsketch.errors import PipelineError
 from carsketch.labels import LABEL_NAMES
-from carsketch.model import TrainedModel, batched
+from carsketch.model import TrainedModel, cached_logits
 
 # Test drawings re-run through the full model to check the cached-feature path; the probabilities
 # may differ by float rounding (more so when ONNX Runtime made the features), never by more.
@@ -81,6 +81,4 @@ def check_agreement(model: TrainedModel, bitmaps: np.ndarray, cached_probability
 
 def cached_probabilities(model: TrainedModel, features: np.ndarray) -> np.ndarray:
     """P(car) from cached frozen features (a memory map is fine), as float64."""
-    logits = batched(lambda rows: model.classifier.forward_from_frozen(
-        torch.as_tensor(np.array(rows, np.float32), device=model.device)).cpu(), features)
-    return torch.sigmoid(logits).numpy().astype(np.float64)
+    return torch.sigmoid(cached_logits(model.classifier, features)).numpy().astype(np.float64)

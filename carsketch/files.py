@@ -34,12 +34,6 @@ def atomic_path(destination: Path | str):
             os.unlink(temporary)
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """Save one array as a plain .npy (memory-mappable by later stages), atomically."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as out:
-        np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)
-
-
 def create_npy(path: Path, dtype: np.dtype | type, shape: tuple[int, ...]) -> np.memmap:
     """A new .npy of `shape` at `path`, memory-mapped for writing, its disk space reserved up front.
 

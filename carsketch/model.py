@@ -140,6 +140,18 @@ def build_classifier(backbone_file: Path | str | None, trainable_blocks: int = 0
     return CarSketchClassifier(load_backbone(backbone_file), trainable_blocks).eval()
 
 
+def cached_logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
+    """Logits (on the CPU) from cached frozen features, a memory map or float16 alike, on the classifier's device."""
+    device = parameters_device(classifier)
+    return batched(lambda rows: classifier.forward_from_frozen(
+        torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
+
+
+def parameters_device(classifier: CarSketchClassifier) -> torch.device:
+    """Where the classifier's trained part lives."""
+    return next(classifier.head.parameters()).device
+
+
 @torch.inference_mode()
 def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
     """Apply `function` to `inputs` in batches and concatenate the results (inference mode)."""

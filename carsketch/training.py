@@ -21,20 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import rank_and_size, sum_over_processes
 from carsketch.files import atomic_path
-from carsketch.model import CarSketchClassifier, batched
+from carsketch.model import CarSketchClassifier, cached_logits, parameters_device
 from carsketch.progress import progress
 
 EpochLog = dict[str, float | int]
-
-
-def _device(classifier: CarSketchClassifier) -> torch.device:
-    return next(classifier.head.parameters()).device
-
-
-def _logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
-    device = _device(classifier)
-    return batched(lambda rows: classifier.forward_from_frozen(
-        torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
 
 
 class _FromFrozen(nn.Module):
@@ -50,7 +40,7 @@ class _FromFrozen(nn.Module):
 
 def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy at P(car) 0.5 on cached features."""
-    logits = _logits(classifier, features)
+    logits = cached_logits(classifier, features)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
     return loss, ((logits > 0).float() == labels).float().mean().item()
@@ -62,7 +52,7 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
     """Train `classifier` (on its device) on cached frozen features; returns one log row per epoch, also given to
     `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""
     rank, size = rank_and_size()
-    device = _device(classifier)
+    device = parameters_device(classifier)
     generator = torch.Generator().manual_seed(seed)  # the same batch order and dropout masks in every process
     dropout = classifier.head[2]
     labels = np.asarray(labels, dtype=np.float32)

@@ -8,7 +8,7 @@ import pytest
 
 from carsketch.errors import PipelineError
 from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category
-from carsketch.files import load_array, save_array
+from carsketch.files import load_array
 from carsketch.model import load_trained_model
 from conftest import write_category_files, write_params
 from stages import evaluate, featurize, preprocess, train
@@ -58,7 +58,7 @@ def test_training_twice_gives_the_same_model(trained_project):
 
 
 def test_stale_features_are_caught_by_the_agreement_check(trained_project):
-    save_array("data/features/test.npy", load_array("data/features/test.npy") + 1.0)
+    np.save("data/features/test.npy", np.load("data/features/test.npy") + 1.0)
     with pytest.raises(PipelineError, match="the saved model and the cached features disagree"):
         evaluate.main()
 
