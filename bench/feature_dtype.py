@@ -19,10 +19,12 @@ import numpy as np
 
 from bench.scale import CAR_CATEGORIES, DRAWINGS_DIR, WEIGHTS
 from carsketch.dataset import sample_balanced, split_train_val_test
-from carsketch.evaluation import cached_probabilities, check_agreement, classification_metrics
+from carsketch.evaluation import check_agreement, classification_metrics
+from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.features import feature_function, featurize_to_file
 from carsketch.files import load_array
-from carsketch.model import TrainedModel, build_classifier, model_config
+from carsketch.inference import OnnxModel
+from carsketch.model import build_classifier, build_trained_part, model_config
 from carsketch.params import FEATURE_DTYPES, load_params
 from carsketch.training import fit
 
@@ -40,7 +42,9 @@ def main() -> int:
     sample = sample_balanced(DRAWINGS_DIR, labels, params.split_seed)
     splits = split_train_val_test(sample.category, params.test_size, params.val_size, params.split_seed)
     bitmaps = {split: sample.bitmaps(rows) for split, rows in splits.items()}
-    function = feature_function(build_classifier(WEIGHTS), args.image_size, "onnxruntime")
+    classifier = build_classifier(WEIGHTS)
+    frozen = export_frozen(classifier, args.image_size)
+    function = feature_function(classifier, args.image_size, "onnxruntime", frozen_model=frozen)
     report = {"image_size": args.image_size, "drawings": {s: len(r) for s, r in splits.items()}, "dtypes": {}}
     with tempfile.TemporaryDirectory() as folder:
         for dtype in FEATURE_DTYPES:
@@ -50,13 +54,15 @@ def main() -> int:
             features = {split: load_array(path) for split, path in paths.items()}
             runs = []
             for seed in args.seeds:
-                classifier = build_classifier(WEIGHTS, seed=seed)
+                trained = build_trained_part(WEIGHTS, seed=seed)
                 started = time.perf_counter()
-                fit(classifier, features["train"], sample.y[splits["train"]], params.epochs, params.batch_size,
+                fit(trained, features["train"], sample.y[splits["train"]], params.epochs, params.batch_size,
                     params.lr, seed, params.lr_schedule)
                 seconds = time.perf_counter() - started
-                model = TrainedModel(classifier, model_config(args.image_size, 0, WEIGHTS, {}))
-                probability = cached_probabilities(model, features["test"])
+                config = model_config(args.image_size, 0, WEIGHTS, {})
+                save_onnx(export_model(frozen, trained, features["test"].shape[1:], config), Path(folder) / "model.onnx")
+                model = OnnxModel(Path(folder) / "model.onnx", "cpu")
+                probability = model.proba_from_frozen(features["test"])
                 difference = check_agreement(model, bitmaps["test"], probability)
                 runs.append({"seed": seed, "train_s": round(seconds, 2), "full_model_max_difference": difference,
                              **classification_metrics(sample.y[splits["test"]], probability, model.threshold)})

@@ -27,7 +27,7 @@ import yaml
 from bench.project import commit, make_project, run, run_measured, stages_ran
 from carsketch.files import create_npy
 from carsketch.mirror import MirrorHandler, serve
-from carsketch.paths import MODEL_FILE
+from carsketch.paths import ONNX_MODEL_FILE
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DRAWINGS_DIR = SHARED / "quickdraw" / "numpy_bitmap"
@@ -76,7 +76,7 @@ def predict_run(project: Path, bitmaps: Path) -> dict:
     """`carsketch predict --json` over an .npy: time to its first result, throughput, peak RSS."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "carsketch", "predict", "--json", "--model",
-                                str(project / MODEL_FILE), str(bitmaps)], cwd=project, stdout=subprocess.PIPE,
+                                str(project / ONNX_MODEL_FILE), str(bitmaps)], cwd=project, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
     first = None
     lines = 0

@@ -29,8 +29,10 @@ import numpy as np
 import yaml
 
 from carsketch.drawings import strokes_to_bitmap
-from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config
-from carsketch.paths import MODEL_FILE
+from carsketch.export import export_classifier, save_onnx
+from carsketch.inference import OnnxModel
+from carsketch.model import build_classifier, model_config
+from carsketch.paths import ONNX_MODEL_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +88,7 @@ async def load(url: str, drawings: list, clients: int) -> tuple[list[float], int
         return latencies, errors, time.perf_counter() - start
 
 
-def predict_seconds(model: TrainedModel, drawings: list) -> tuple[float, float]:
+def predict_seconds(model: OnnxModel, drawings: list) -> tuple[float, float]:
     """(wall, CPU) seconds `predict` takes over these drawings: rasterise each, one predict_proba over all."""
     start, cpu_start = time.perf_counter(), time.process_time()
     model.predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
@@ -102,10 +104,10 @@ def cpu_seconds(pid: int) -> float:
 def random_model(folder: Path) -> Path:
     """A model with random weights at params.yaml's image_size: as fast as a trained one, and as slow."""
     image_size = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["image_size"]
-    path = folder / "random_model.pth"
+    path = folder / "random_model.onnx"
     config = model_config(image_size=image_size, trainable_blocks=0, weights="random",
                           categories={"car": ["car"], "not_car": ["apple"]})
-    TrainedModel(build_classifier(None), config).save(path)
+    save_onnx(export_classifier(build_classifier(None), config), path)
     return path
 
 
@@ -118,7 +120,7 @@ def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) ->
     """
     drawings = scribbles(requests + clients)
     warm_up, drawings = drawings[:clients], drawings[clients:]
-    model = load_trained_model(model_path)
+    model = OnnxModel(model_path)
     latencies, errors, served, predicted = [], 0, np.zeros(2), np.zeros(2)  # (wall, CPU) seconds
     with serve_process(model_path) as (process, url):
         asyncio.run(load(url, warm_up, clients))
@@ -138,8 +140,8 @@ def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / MODEL_FILE, metavar="PATH",
-                        help=f"the model to serve (default: {MODEL_FILE}; random weights where it is missing)")
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / ONNX_MODEL_FILE, metavar="PATH",
+                        help=f"the model to serve (default: {ONNX_MODEL_FILE}; random weights where it is missing)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args(argv)

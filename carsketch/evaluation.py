@@ -1,37 +1,57 @@
 """Test-set figures for a trained model: metrics, a per-category table, plot data, and a consistency check.
 
 Predictions come from the cached test features; a sample of test drawings is also run through the saved
-full model from raw bitmaps, and the two paths must agree.
+full model from raw bitmaps, and the two paths must agree. The figures are scikit-learn's (the tests compare
+them), computed in numpy: importing sklearn.metrics alone takes longer than this whole stage otherwise does.
 """
 
 from collections import defaultdict
 
 import numpy as np
-import torch
-from sklearn import metrics as skm
 
 from carsketch.errors import PipelineError
+from carsketch.inference import OnnxModel
 from carsketch.labels import LABEL_NAMES
-from carsketch.model import TrainedModel, cached_logits
 
 # Test drawings re-run through the full model to check the cached-feature path; the probabilities
 # may differ by float rounding (more so when ONNX Runtime made the features), never by more.
 AGREEMENT_SAMPLE = 64
 AGREEMENT_TOLERANCE = 1e-3
-# Points kept in the precision-recall plot (the curve has one per distinct score).
+# Points kept in the ROC and precision-recall plots (each curve has one per distinct score).
 PLOT_POINTS = 500
 
 
+def _counts_by_threshold(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positives when each distinct probability, from the highest down, is the threshold."""
+    order = np.argsort(probability, kind="stable")[::-1]
+    y, probability = np.asarray(y)[order], probability[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(probability)), len(y) - 1]
+    true_positives = np.cumsum(y)[last_of_each]
+    return last_of_each + 1 - true_positives, true_positives
+
+
+def roc_curve(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) from (0, 0) through every distinct threshold; needs both labels."""
+    false_positives, true_positives = _counts_by_threshold(y, probability)
+    return np.r_[0, false_positives] / false_positives[-1], np.r_[0, true_positives] / true_positives[-1]
+
+
 def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | None]:
-    """accuracy, loss (binary cross-entropy), precision, recall, F1 and ROC AUC."""
+    """accuracy, loss (binary cross-entropy), precision, recall, F1 and ROC AUC (None with one label only)."""
+    y, probability = np.asarray(y).astype(bool), np.asarray(probability, np.float64)
     predicted = probability >= threshold
+    true_positives = int(np.sum(predicted & y))
+    clipped = np.clip(probability, np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
+    precision = true_positives / max(int(predicted.sum()), 1)
+    recall = true_positives / max(int(y.sum()), 1)
+    both_labels = 0 < y.sum() < len(y)
     return {
-        "accuracy": skm.accuracy_score(y, predicted),
-        "loss": skm.log_loss(y, probability, labels=[0, 1]),
-        "precision": skm.precision_score(y, predicted, zero_division=0),
-        "recall": skm.recall_score(y, predicted, zero_division=0),
-        "f1": skm.f1_score(y, predicted, zero_division=0),
-        "roc_auc": skm.roc_auc_score(y, probability) if len(set(y.tolist())) == 2 else None,
+        "accuracy": float(np.mean(predicted == y)),
+        "loss": float(-np.mean(np.where(y, np.log(clipped), np.log1p(-clipped)))),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "roc_auc": float(np.trapezoid(*roc_curve(y, probability)[::-1])) if both_labels else None,
     }
 
 
@@ -58,17 +78,18 @@ def plot_data(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[
     """Rows for DVC's confusion, ROC and precision-recall plots."""
     names = np.array([LABEL_NAMES[0], LABEL_NAMES[1]])
     confusion = [{"actual": a, "predicted": p}
-                 for a, p in zip(names[y.astype(int)], names[(probability >= threshold).astype(int)])]
-    fpr, tpr, _ = skm.roc_curve(y, probability)
-    precision, recall, _ = skm.precision_recall_curve(y, probability)
+                 for a, p in zip(names[np.asarray(y).astype(int)], names[(probability >= threshold).astype(int)])]
+    fpr, tpr = roc_curve(y, probability)
+    false_positives, true_positives = _counts_by_threshold(y, probability)
+    precision, recall = true_positives / (true_positives + false_positives), true_positives / true_positives[-1]
     return {
         "confusion.json": confusion,
-        "roc.json": [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)],
+        "roc.json": _thin([{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)]),
         "precision_recall.json": _thin([{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision)]),
     }
 
 
-def check_agreement(model: TrainedModel, bitmaps: np.ndarray, cached_probability: np.ndarray) -> float:
+def check_agreement(model: OnnxModel, bitmaps: np.ndarray, cached_probability: np.ndarray) -> float:
     """The saved full model, run on raw bitmaps, must give the cached-feature path's probabilities."""
     sample = slice(0, AGREEMENT_SAMPLE)
     full_probability = model.predict_proba(np.asarray(bitmaps[sample]))
@@ -77,8 +98,3 @@ def check_agreement(model: TrainedModel, bitmaps: np.ndarray, cached_probability
         raise PipelineError(f"the saved model and the cached features disagree (max difference {difference:.2g}): "
                             f"the features are stale; re-run with `dvc repro --force featurize`")
     return difference
-
-
-def cached_probabilities(model: TrainedModel, features: np.ndarray) -> np.ndarray:
-    """P(car) from cached frozen features (a memory map is fine), as float64."""
-    return torch.sigmoid(cached_logits(model.classifier, features)).numpy().astype(np.float64)

@@ -5,35 +5,24 @@ the featurize stage computes it once and caches it, and `dvc exp run -S epochs=5
 """
 
 import collections
-import io
-import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import onnx
 import onnxruntime
 import torch
-from torch import nn
 
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
+from carsketch.export import export_frozen
 from carsketch.files import atomic_path, create_npy
-from carsketch.model import INFERENCE_BATCH, CarSketchClassifier, batched, frozen_autocast
+from carsketch.inference import BITMAPS, INFERENCE_BATCH, session
+from carsketch.model import CarSketchClassifier, batched, frozen_autocast
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
 
 FeatureFunction = Callable[[np.ndarray], torch.Tensor]
-
-
-class _FrozenFeatures(nn.Module):
-    """The classifier's frozen part as a module of its own, for export."""
-
-    def __init__(self, classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, images):
-        return self.classifier.frozen_features(images)
 
 
 def _onnxruntime_providers(device: torch.device) -> list | None:
@@ -45,36 +34,23 @@ def _onnxruntime_providers(device: torch.device) -> list | None:
     return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
 
-def onnxruntime_session(classifier: CarSketchClassifier, image_size: int,
-                        providers: list | None = None) -> onnxruntime.InferenceSession:
-    """The frozen blocks exported to ONNX and loaded in ONNX Runtime (on the CPU by default), using torch's thread count."""
-    model = io.BytesIO()
-    with warnings.catch_warnings():  # torch 2.14 calls the TorchScript exporter legacy; it is exact here
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_FrozenFeatures(classifier).eval(), to_model_input(np.zeros(BITMAP_PIXELS, np.uint8), image_size),
-                          model, input_names=["images"], output_names=["features"],
-                          dynamic_axes={"images": {0: "batch"}}, dynamo=False)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    # Idle threads sleep rather than spin: spinning next to torch's own pool (or on a busy machine) starves both.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model.getvalue(), options, providers=providers or ["CPUExecutionProvider"])
-
-
 def feature_function(classifier: CarSketchClassifier, image_size: int, engine: str,
-                     device: torch.device = torch.device("cpu"), autocast: bool = False) -> FeatureFunction:
+                     device: torch.device = torch.device("cpu"), autocast: bool = False,
+                     frozen_model: onnx.ModelProto | None = None) -> FeatureFunction:
     """bitmaps -> frozen features (float32, on the CPU), with `engine` (onnxruntime or torch) on `device`.
 
-    On CUDA, onnxruntime uses its CUDA provider where it has one; without one, or with float16 `autocast`
-    (which only torch applies), torch runs the frozen part on the GPU instead.
+    onnxruntime runs `frozen_model` (default: the classifier's frozen part, exported now). On CUDA it uses its
+    CUDA provider where it has one; without one, or with float16 `autocast` (which only torch applies), torch
+    runs the frozen part on the GPU instead.
     """
     if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"unknown featurize engine {engine!r}")
     providers = _onnxruntime_providers(device)
     if engine == "onnxruntime" and providers is not None and not (autocast and device.type == "cuda"):
-        session = onnxruntime_session(classifier.cpu(), image_size, providers)
-        return lambda bitmaps: torch.from_numpy(
-            session.run(None, {"images": to_model_input(bitmaps, image_size).contiguous().numpy()})[0])
+        frozen_model = frozen_model or export_frozen(classifier, image_size)
+        frozen = session(frozen_model.SerializeToString(), providers, threads=torch.get_num_threads())
+        return lambda bitmaps: torch.from_numpy(frozen.run(
+            None, {BITMAPS: np.asarray(bitmaps, np.uint8).reshape(-1, BITMAP_PIXELS)})[0])
     classifier.to(device)
 
     def run_torch(bitmaps: np.ndarray) -> torch.Tensor:

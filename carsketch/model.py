@@ -15,15 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import mobilenet_v2
 
 from carsketch.errors import PipelineError
 from carsketch.files import atomic_path
+from carsketch.inference import INFERENCE_BATCH
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 
 FEATURE_DIM = 1280
-INFERENCE_BATCH = 256
+# Blocks in torchvision's mobilenet_v2().features: the backbone's state dict names them features.0 to features.18.
+BACKBONE_BLOCKS = 19
 LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 
 
@@ -81,6 +82,8 @@ def fetch_backbone_weights(source: str, destination: Path) -> None:
 
 def load_backbone(path: Path | str | None, source: str | None = None) -> nn.Sequential:
     """MobileNetV2's convolutional blocks with the state dict in file `path`; random weights for None (tests)."""
+    from torchvision.models import mobilenet_v2  # here: a frozen backbone's training never builds it (2-4 s)
+
     backbone = mobilenet_v2()
     if path is not None:
         try:
@@ -97,59 +100,98 @@ def _pool(activations):
     return F.adaptive_avg_pool2d(activations, 1).flatten(1)
 
 
-class CarSketchClassifier(nn.Module):
-    """Frozen blocks, then `trainable_blocks` trainable blocks, global average pooling and the head.
+class TrainedPart(nn.Module):
+    """What training changes: the last backbone blocks given (none by default), pooling and the head.
 
-    The backbone always stays in eval mode, so its BatchNorm statistics never change; `forward`
-    returns logits.
+    Its input is the frozen part's output, as featurize caches it; it returns logits. The blocks stay in eval
+    mode, so their BatchNorm statistics never change. With no blocks it needs no torchvision at all.
     """
 
-    def __init__(self, features, trainable_blocks=0):
+    def __init__(self, blocks: nn.Sequential | None = None):
         super().__init__()
-        if not 0 <= trainable_blocks < len(features):
-            raise ValueError(f"trainable_blocks must be between 0 and {len(features) - 1}, not {trainable_blocks}")
-        boundary = len(features) - trainable_blocks
-        self.frozen = features[:boundary].requires_grad_(False)
-        self.trainable = features[boundary:]
+        self.trainable = blocks if blocks is not None else nn.Sequential()
         self.head = CarSketchHead()
 
     def train(self, mode=True):
         super().train(mode)
-        self.frozen.eval()
         self.trainable.eval()
         return self
 
-    def frozen_features(self, images):
-        """What the frozen blocks make of the images: pooled (N, 1280) when nothing after them trains."""
-        activations = self.frozen(images)
-        return activations if len(self.trainable) else _pool(activations)
-
-    def forward_from_frozen(self, frozen_features, keep=None):
-        """Logits from cached frozen features: the path training and evaluation take (`keep`: CarSketchHead)."""
+    def forward(self, frozen_features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         if len(self.trainable):
             frozen_features = _pool(self.trainable(frozen_features))
         return self.head(frozen_features, keep).squeeze(1)
 
+
+class CarSketchClassifier(nn.Module):
+    """Frozen blocks, then the trained part (`trainable_blocks` blocks, pooling, the head); `forward` returns logits.
+
+    The frozen blocks' output is pooled already when no block after them trains: that is what featurize caches.
+    """
+
+    def __init__(self, features: nn.Sequential, trainable_blocks: int = 0):
+        super().__init__()
+        if not 0 <= trainable_blocks < len(features):
+            raise ValueError(f"trainable_blocks must be between 0 and {len(features) - 1}, not {trainable_blocks}")
+        boundary = len(features) - trainable_blocks
+        self.frozen = features[:boundary].requires_grad_(False).eval()
+        self.trained = TrainedPart(features[boundary:])
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    @property
+    def head(self) -> CarSketchHead:
+        return self.trained.head
+
+    def frozen_features(self, images):
+        """What the frozen blocks make of the images: pooled (N, 1280) when nothing after them trains."""
+        activations = self.frozen(images)
+        return activations if len(self.trained.trainable) else _pool(activations)
+
     def forward(self, images):
-        return self.forward_from_frozen(self.frozen_features(images))
+        return self.trained(self.frozen_features(images))
 
 
-def build_classifier(backbone_file: Path | str | None, trainable_blocks: int = 0, seed: int = 0) -> "CarSketchClassifier":
-    """A classifier with the backbone weights in `backbone_file` (None: random) and a fresh, seeded head."""
+def build_classifier(backbone_file: Path | str | None, trainable_blocks: int = 0, seed: int = 0) -> CarSketchClassifier:
+    """A classifier with the backbone weights in `backbone_file` (None: random) and a fresh head seeded by `seed`."""
+    torch.manual_seed(seed)  # a random backbone (tests) is the same for a seed too
+    classifier = CarSketchClassifier(load_backbone(backbone_file), trainable_blocks)
     torch.manual_seed(seed)
-    return CarSketchClassifier(load_backbone(backbone_file), trainable_blocks).eval()
+    classifier.trained.head = CarSketchHead()
+    return classifier.eval()
 
 
-def cached_logits(classifier: CarSketchClassifier, features: np.ndarray) -> torch.Tensor:
-    """Logits (on the CPU) from cached frozen features, a memory map or float16 alike, on the classifier's device."""
-    device = parameters_device(classifier)
-    return batched(lambda rows: classifier.forward_from_frozen(
-        torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
+def build_trained_part(backbone_file: Path | str, trainable_blocks: int = 0, seed: int = 0) -> TrainedPart:
+    """The part training changes, as build_classifier makes it; with no trainable blocks, without the backbone."""
+    if trainable_blocks:
+        return build_classifier(backbone_file, trainable_blocks, seed).trained
+    torch.manual_seed(seed)
+    return TrainedPart().eval()
 
 
-def parameters_device(classifier: CarSketchClassifier) -> torch.device:
-    """Where the classifier's trained part lives."""
-    return next(classifier.head.parameters()).device
+def full_state_dict(backbone_file: Path | str, trained: TrainedPart) -> dict[str, torch.Tensor]:
+    """A CarSketchClassifier's state dict (on the CPU) from the backbone file and a trained part, without
+    building the backbone: its frozen blocks are the file's blocks before the trained ones."""
+    backbone = torch.load(backbone_file, map_location="cpu", weights_only=True)
+    boundary = BACKBONE_BLOCKS - len(trained.trainable)
+    state = {f"frozen.{name.removeprefix('features.')}": tensor for name, tensor in backbone.items()
+             if name.startswith("features.") and int(name.split(".")[1]) < boundary}
+    state.update({f"trained.{name}": tensor.cpu() for name, tensor in trained.state_dict().items()})
+    return state
+
+
+def cached_logits(trained: TrainedPart, features: np.ndarray) -> torch.Tensor:
+    """Logits (on the CPU) from cached frozen features, a memory map or float16 alike, on the trained part's device."""
+    device = parameters_device(trained)
+    return batched(lambda rows: trained(torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
+
+
+def parameters_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters live."""
+    return next(module.parameters()).device
 
 
 @torch.inference_mode()
@@ -164,39 +206,34 @@ def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
 
 
 class TrainedModel:
-    """A saved classifier with what is needed to use it alone: input size, normalisation, threshold.
+    """A saved classifier in eager PyTorch, with what is needed to use it alone: input size, normalisation, threshold.
 
-    It runs on `device` (`auto`: CUDA when visible); results always come back as CPU arrays. `frozen_features`
-    (bitmaps -> the frozen blocks' output) is eager torch unless another engine is given (predict: ONNX Runtime).
+    It runs on `device` (`auto`: CUDA when visible); results always come back as CPU arrays. For Python users
+    who want the torch module; predict and serve run the ONNX model train writes beside it (carsketch.inference).
     """
 
-    def __init__(self, classifier, config, device: str | torch.device = "cpu", frozen_features=None):
+    def __init__(self, classifier: CarSketchClassifier, config: dict, device: str | torch.device = "cpu"):
         self.device = resolve_device(device)
         self.classifier = classifier.eval().to(self.device)
         self.config = config
         self.threshold = config["threshold"]
-        self.frozen_features = frozen_features or self._torch_frozen_features
 
-    def input_tensor(self, bitmaps):
-        return to_model_input(bitmaps, self.config["image_size"], self.config["mean"], self.config["std"]).to(self.device)
-
-    def _torch_frozen_features(self, bitmaps: np.ndarray) -> torch.Tensor:
-        """The frozen part in eager torch, under the model's autocast setting (as featurize ran it)."""
-        with frozen_autocast(self.device, self.config.get("autocast", False)):
-            return self.classifier.frozen_features(self.input_tensor(bitmaps)).float()
-
-    def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH):
+    def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH) -> np.ndarray:
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
-        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
-        logits = batched(lambda rows: self.classifier.forward_from_frozen(self.frozen_features(rows).to(self.device)).cpu(),
-                         bitmaps, batch_size)
-        return torch.sigmoid(logits).numpy()
+        config = self.config
 
-    def save(self, path: Path) -> None:
-        """Saved with CPU tensors, so that a model trained on a GPU loads anywhere."""
-        state = {name: tensor.cpu() for name, tensor in self.classifier.state_dict().items()}
-        with atomic_path(path) as temporary, open(temporary, "wb") as out:  # a file object keeps the archive's
-            torch.save({"state_dict": state, "config": self.config}, out)  # inner name fixed
+        def probabilities(rows):
+            images = to_model_input(rows, config["image_size"], config["mean"], config["std"]).to(self.device)
+            with frozen_autocast(self.device, config.get("autocast", False)):
+                frozen = self.classifier.frozen_features(images).float()
+            return torch.sigmoid(self.classifier.trained(frozen)).cpu()
+        return batched(probabilities, np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS), batch_size).numpy()
+
+
+def save_model(path: Path, state_dict: dict[str, torch.Tensor], config: dict) -> None:
+    """A classifier's state dict (CPU tensors, so that a model trained on a GPU loads anywhere) and its config."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as out:  # a file object keeps the archive's
+        torch.save({"state_dict": state_dict, "config": config}, out)  # inner name fixed
 
 
 def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5, autocast=False):
@@ -207,7 +244,7 @@ def model_config(image_size, trainable_blocks, weights, categories, threshold=0.
 
 
 def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load a model saved by TrainedModel.save on its own (no params.yaml or backbone weights needed) onto `device`.
+    """Load a model saved by save_model on its own (no params.yaml or backbone weights needed) onto `device`.
 
     Tensors are mapped to the CPU first, so a file written on a GPU machine loads on a CPU-only one.
     """
@@ -217,7 +254,7 @@ def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         config = checkpoint["config"]
-        classifier = CarSketchClassifier(mobilenet_v2().features, config["trainable_blocks"])
+        classifier = CarSketchClassifier(load_backbone(None), config["trainable_blocks"])
         classifier.load_state_dict(checkpoint["state_dict"])
     except Exception as error:
         raise PipelineError(f"{path} is not a car-sketch model saved by the train stage "

@@ -2,9 +2,9 @@
 
 Inputs are images (PNG, JPEG, ...), .npy bitmaps, Quick, Draw! .ndjson files and `-` (ndjson on standard
 input); carsketch.drawings turns each drawing into the dataset's 28x28 bitmap. Drawings are read lazily and
-classified a batch at a time, the frozen blocks in ONNX Runtime as in featurize, and each batch's results
-are printed as soon as they are known: memory stays flat however many drawings come in. The model file is
-loaded on its own (no params.yaml). An unusable input gets one line on stderr and makes the exit status 1,
+classified a batch at a time by the ONNX model train writes, in ONNX Runtime (no torch to import), and each
+batch's results are printed as soon as they are known: memory stays flat however many drawings come in. The
+model file is loaded on its own (no params.yaml). An unusable input gets one line on stderr and makes the exit status 1,
 but everything else is still classified.
 """
 
@@ -18,11 +18,10 @@ import numpy as np
 
 from carsketch.drawings import drawing_name, ndjson_drawings, read_drawings, read_npy_bitmaps
 from carsketch.errors import PipelineError
-from carsketch.features import feature_function
+from carsketch.inference import INFERENCE_BATCH, OnnxModel
 from carsketch.labels import LABEL_NAMES
-from carsketch.model import INFERENCE_BATCH, TrainedModel, load_trained_model
 from carsketch.params import DEVICES
-from carsketch.paths import MODEL_FILE
+from carsketch.paths import ONNX_MODEL_FILE
 
 STDIN = "-"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -79,16 +78,7 @@ def input_drawings(path: str) -> Iterator[Drawing | str]:
         yield f"{path}: {error}"
 
 
-def engine_model(model_path: Path | str, device: str = "auto") -> TrainedModel:
-    """The saved model on `device`, its frozen blocks run by ONNX Runtime (several times faster than eager torch
-    on CPU; its CUDA provider, or torch, on a GPU), as featurize runs them."""
-    model = load_trained_model(model_path, device)
-    function = feature_function(model.classifier, model.config["image_size"], "onnxruntime", model.device,
-                                model.config.get("autocast", False))
-    return TrainedModel(model.classifier, model.config, model.device, function)
-
-
-def stream_classify(paths: Iterable[str], model_path: Path | str = MODEL_FILE, threshold: float | None = None,
+def stream_classify(paths: Iterable[str], model_path: Path | str = ONNX_MODEL_FILE, threshold: float | None = None,
                     batch_size: int = INFERENCE_BATCH, device: str = "auto") -> Iterator[dict | str]:
     """Classify every drawing in `paths`, yielding each batch's results as soon as it is done.
 
@@ -97,7 +87,7 @@ def stream_classify(paths: Iterable[str], model_path: Path | str = MODEL_FILE, t
     is a car from `threshold` up (default: the model's own). A missing or unreadable model file raises
     PipelineError at once: nothing can be classified without it.
     """
-    model = engine_model(model_path, device)
+    model = OnnxModel(model_path, device)
     threshold = model.threshold if threshold is None else threshold
 
     def results(batch):
@@ -122,7 +112,7 @@ def stream_classify(paths: Iterable[str], model_path: Path | str = MODEL_FILE, t
     return generate()
 
 
-def classify(paths: Iterable[str], model_path: Path | str = MODEL_FILE,
+def classify(paths: Iterable[str], model_path: Path | str = ONNX_MODEL_FILE,
              threshold: float | None = None) -> tuple[list[dict], list[str]]:
     """stream_classify's results and messages as two lists: (results, errors)."""
     results, errors = [], []
@@ -165,14 +155,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `predict` subcommand's arguments."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="an image, .npy or .ndjson file, or - for ndjson on standard input")
-    parser.add_argument("--model", default=MODEL_FILE, metavar="PATH",
-                        help=f"the trained model (default: {MODEL_FILE})")
+    parser.add_argument("--model", default=ONNX_MODEL_FILE, metavar="PATH",
+                        help=f"the trained model (default: {ONNX_MODEL_FILE})")
     parser.add_argument("--threshold", type=probability, metavar="P",
                         help="P(car) from which a drawing is a car (default: the model's own threshold)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object a line: {"input", "index", "car_probability", "label"}')
     parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the model runs (default auto: a CUDA GPU where torch sees one, else the CPU)")
+                        help="where the model runs (default auto: CUDA where ONNX Runtime has it, else the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:

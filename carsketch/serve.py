@@ -27,10 +27,10 @@ from starlette.exceptions import HTTPException
 from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
 from carsketch.errors import PipelineError
 from carsketch.labels import SIDES
-from carsketch.model import TrainedModel
+from carsketch.inference import OnnxModel
 from carsketch.params import DEVICES
-from carsketch.paths import MODEL_FILE
-from carsketch.predict import engine_model, label_for
+from carsketch.paths import ONNX_MODEL_FILE
+from carsketch.predict import label_for
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY_BYTES = 1_000_000
@@ -208,7 +208,7 @@ async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     return [await run_in_threadpool(_image_bitmap, await upload.read())]
 
 
-def create_app(model: TrainedModel) -> FastAPI:
+def create_app(model: OnnxModel) -> FastAPI:
     """The web app around a loaded model: the page, the API and its docs at /docs."""
     batcher = MicroBatcher(model.predict_proba)
 
@@ -270,18 +270,18 @@ def listen(host: str, port: int) -> socket.socket:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` subcommand's arguments."""
-    parser.add_argument("--model", default=MODEL_FILE, metavar="PATH",
-                        help=f"the trained model (default: {MODEL_FILE})")
+    parser.add_argument("--model", default=ONNX_MODEL_FILE, metavar="PATH",
+                        help=f"the trained model (default: {ONNX_MODEL_FILE})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: everyone)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free one)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the model runs (default auto: a CUDA GPU where torch sees one, else the CPU)")
+                        help="where the model runs (default auto: CUDA where ONNX Runtime has it, else the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; says where it listens first."""
-    model = engine_model(args.model, args.device)  # the frozen part as `predict` runs it, so they agree
+    model = OnnxModel(args.model, args.device)  # the model `predict` runs, so they agree
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"

@@ -1,4 +1,7 @@
-"""The one transform from Quick, Draw! bitmaps to backbone input, shared by training, featurizing and prediction."""
+"""The one transform from Quick, Draw! bitmaps to backbone input, shared by training, featurizing and prediction.
+
+It is plain torch, so the exported ONNX models carry it too: they take the uint8 bitmaps themselves.
+"""
 
 import numpy as np
 import torch
@@ -10,16 +13,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_model_input(bitmaps, image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black -> (N, 3, S, S) normalised float tensor.
+def bitmaps_to_input(bitmaps: torch.Tensor, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """A uint8 tensor of bitmaps, (N, 784) or (N, 28, 28), ink bright on black -> (N, 3, S, S) normalised floats.
 
-    The grey level is resized to `image_size` and repeated as pseudo-RGB, then ImageNet-normalised;
-    the result is channels_last, the faster layout for MobileNetV2 on CPU.
+    The grey level is resized to `image_size` and repeated as pseudo-RGB, then ImageNet-normalised.
     """
-    grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8).reshape(-1, 1, BITMAP_SIDE, BITMAP_SIDE))
-    grey = grey.float().div_(255)
+    grey = bitmaps.reshape(-1, 1, BITMAP_SIDE, BITMAP_SIDE).float() / 255
     if image_size != BITMAP_SIDE:
         grey = F.interpolate(grey, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    mean = torch.tensor(mean).view(1, 3, 1, 1)
-    std = torch.tensor(std).view(1, 3, 1, 1)
-    return ((grey - mean) / std).contiguous(memory_format=torch.channels_last)
+    return (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def to_model_input(bitmaps, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """bitmaps_to_input for any uint8 array; channels_last, the faster layout for MobileNetV2 on CPU."""
+    grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8))
+    return bitmaps_to_input(grey, image_size, mean, std).contiguous(memory_format=torch.channels_last)

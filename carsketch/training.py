@@ -21,59 +21,48 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import rank_and_size, sum_over_processes
 from carsketch.files import atomic_path
-from carsketch.model import CarSketchClassifier, cached_logits, parameters_device
+from carsketch.model import TrainedPart, cached_logits, parameters_device
 from carsketch.progress import progress
 
 EpochLog = dict[str, float | int]
 
 
-class _FromFrozen(nn.Module):
-    """The classifier's cached-feature path as `forward`, the method DistributedDataParallel hooks."""
-
-    def __init__(self, classifier: CarSketchClassifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, frozen_features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        return self.classifier.forward_from_frozen(frozen_features, keep)
-
-
-def loss_and_accuracy(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def loss_and_accuracy(trained: TrainedPart, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy at P(car) 0.5 on cached features."""
-    logits = cached_logits(classifier, features)
+    logits = cached_logits(trained, features)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
     return loss, ((logits > 0).float() == labels).float().mean().item()
 
 
-def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
+def fit(trained: TrainedPart, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
         lr: float, seed: int, lr_schedule: str = "constant", val_features: np.ndarray | None = None,
         val_labels: np.ndarray | None = None, on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
-    """Train `classifier` (on its device) on cached frozen features; returns one log row per epoch, also given to
+    """Train `trained` (on its device) on cached frozen features; returns one log row per epoch, also given to
     `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""
     rank, size = rank_and_size()
-    device = parameters_device(classifier)
+    device = parameters_device(trained)
     generator = torch.Generator().manual_seed(seed)  # the same batch order and dropout masks in every process
-    dropout = classifier.head[2]
+    dropout = trained.head[2]
     labels = np.asarray(labels, dtype=np.float32)
-    step_model = _FromFrozen(classifier)
+    step_model = trained
     if size > 1:
-        step_model = DistributedDataParallel(step_model, device_ids=[device] if device.type == "cuda" else None)
-    parameters = [p for p in classifier.parameters() if p.requires_grad]
+        step_model = DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
+    parameters = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=lr)
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
                  if lr_schedule == "cosine" else None)
     log = []
     for epoch in range(1, epochs + 1):
-        classifier.train()
+        trained.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=device)
         order = torch.randperm(len(labels), generator=generator).numpy()
         starts = range(0, len(labels), batch_size)
         for start in progress(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", nested=True) if rank == 0 else starts:
             batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
             mine = batch[rank::size]
-            keep = torch.rand(len(batch), classifier.head[0].out_features, generator=generator) >= dropout.p
+            keep = torch.rand(len(batch), trained.head[0].out_features, generator=generator) >= dropout.p
             logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device),
                                 keep[rank::size].to(device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
@@ -84,10 +73,10 @@ def fit(classifier: CarSketchClassifier, features: np.ndarray, labels: np.ndarra
             if scheduler is not None:
                 scheduler.step()
             total_loss += loss_sum.detach()
-        classifier.eval()
+        trained.eval()
         row: EpochLog = {"epoch": epoch, "train_loss": sum_over_processes(total_loss.item()) / len(labels)}
         if val_labels is not None and len(val_labels):
-            row["val_loss"], row["val_accuracy"] = loss_and_accuracy(classifier, val_features, val_labels)
+            row["val_loss"], row["val_accuracy"] = loss_and_accuracy(trained, val_features, val_labels)
         if on_epoch is not None:
             on_epoch(row)
         log.append(row)

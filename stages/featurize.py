@@ -1,22 +1,29 @@
 """featurize stage: run the frozen backbone once over every drawing of each split and cache its output.
 
+It also saves the frozen part as ONNX, which train joins to the part it trains.
+
 With `workers` > 1 it runs in that many processes under torchrun, which share the batches; the files are the same bytes.
 """
 
 import torch
 
-from carsketch.distributed import run_stage
+from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
+from carsketch.export import export_frozen, save_onnx
 from carsketch.features import feature_function, featurize_to_file
 from carsketch.files import load_array
 from carsketch.model import build_classifier
 from carsketch.params import Params, load_params
-from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, PROCESSED_DIR, SPLITS
+from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, PROCESSED_DIR, SPLITS
 
 
 def featurize_splits(params: Params, device: torch.device) -> None:
     classifier = build_classifier(BACKBONE_FILE, params.trainable_blocks)
-    function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast)
+    frozen_model = export_frozen(classifier, params.image_size)
+    if is_main():
+        save_onnx(frozen_model, FROZEN_MODEL_FILE)
+    function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast,
+                                frozen_model)
     for split in SPLITS:
         bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
         featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}",

@@ -14,7 +14,8 @@ import yaml
 from torchvision.models import mobilenet_v2
 
 from carsketch.mirror import MirrorHandler, serve
-from carsketch.model import TrainedModel, build_classifier, model_config
+from carsketch.export import export_classifier, save_onnx
+from carsketch.model import build_classifier, model_config
 from carsketch.paths import BACKBONE_FILE
 from carsketch.serve import listen
 
@@ -49,11 +50,11 @@ def random_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory):
-    """A tiny untrained model (random weights, 32 px input): enough to run the whole path quickly."""
-    path = tmp_path_factory.mktemp("model") / "m.pth"
+    """A tiny untrained ONNX model (random weights, 32 px input), as train writes: enough to run the whole path quickly."""
+    path = tmp_path_factory.mktemp("model") / "m.onnx"
     config = model_config(image_size=32, trainable_blocks=0, weights="random",
                           categories={"car": ["car"], "not_car": ["apple"]})
-    TrainedModel(build_classifier(None), config).save(path)
+    save_onnx(export_classifier(build_classifier(None), config), path)
     return path
 
 

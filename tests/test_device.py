@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from carsketch.errors import PipelineError
-from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config, resolve_device
+from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config, resolve_device, save_model
 from carsketch.params import load_params
 from conftest import write_params
 
@@ -25,7 +25,7 @@ def test_a_model_saved_with_cuda_tensors_loads_and_predicts_on_the_cpu(tmp_path,
     model = TrainedModel(build_classifier(None), model_config(32, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
     with monkeypatch.context() as patch:  # what torch.save writes for tensors on a GPU
         patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
-        model.save(tmp_path / "model.pth")
+        save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
     with pytest.raises(RuntimeError, match="CUDA"):
         torch.load(tmp_path / "model.pth", weights_only=True)
     loaded = load_trained_model(tmp_path / "model.pth", "auto")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from carsketch.distributed import rank_and_size
 from carsketch.features import featurize_to_file
-from carsketch.model import build_classifier
+from carsketch.model import build_trained_part
 from carsketch.training import fit
 from conftest import REPO_ROOT, write_category_files, write_params
 
@@ -48,10 +48,10 @@ def test_two_processes_write_the_same_file_as_one(tmp_path):
 
 
 def _fit_and_save(features, labels, destination):
-    classifier = build_classifier(None, seed=0)
-    log = fit(classifier, features, labels, epochs=2, batch_size=10, lr=0.01, seed=0, lr_schedule="cosine")
+    trained = build_trained_part(None, seed=0)
+    log = fit(trained, features, labels, epochs=2, batch_size=10, lr=0.01, seed=0, lr_schedule="cosine")
     if rank_and_size()[0] == 0:
-        torch.save({"state": classifier.head.state_dict(), "log": log}, destination)
+        torch.save({"state": trained.head.state_dict(), "log": log}, destination)
 
 
 def test_two_processes_train_as_one_with_the_same_global_batch_and_learning_rate(tmp_path):

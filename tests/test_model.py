@@ -9,7 +9,8 @@ from conftest import SHARED_DIR, make_bitmaps
 from carsketch import model as model_module
 from carsketch.errors import PipelineError
 from carsketch.features import featurize, featurize_to_file, feature_function
-from carsketch.model import FEATURE_DIM, fetch_backbone_weights, TrainedModel, build_classifier, load_trained_model, model_config
+from carsketch.model import (FEATURE_DIM, TrainedModel, build_classifier, build_trained_part, fetch_backbone_weights,
+                             full_state_dict, load_trained_model, model_config, save_model)
 from carsketch.sketch import to_model_input
 from carsketch.training import fit
 
@@ -43,8 +44,9 @@ def test_head_shapes_and_frozen_backbone():
 def separable_features(classifier, rows=96, seed=0):
     """Random frozen features of the right shape (random-init backbones output almost nothing) and labels."""
     generator = torch.Generator().manual_seed(seed)
-    channels = FEATURE_DIM if not len(classifier.trainable) else classifier.trainable[0].conv[0][0].in_channels
-    shape = (rows, channels) if not len(classifier.trainable) else (rows, channels, 1, 1)
+    trainable = classifier.trained.trainable
+    channels = FEATURE_DIM if not len(trainable) else trainable[0].conv[0][0].in_channels
+    shape = (rows, channels) if not len(trainable) else (rows, channels, 1, 1)
     features = torch.randn(shape, generator=generator)
     return features.numpy(), (features.flatten(1)[:, 0] > 0).float().numpy()
 
@@ -53,12 +55,12 @@ def separable_features(classifier, rows=96, seed=0):
 def test_training_lowers_the_loss_and_trains_only_what_it_should(trainable_blocks):
     classifier = build_classifier(None, trainable_blocks, seed=0)
     frozen_before = {k: v.clone() for k, v in classifier.frozen.state_dict().items()}
-    trainable_before = [p.clone() for p in classifier.trainable.parameters()]
+    trainable_before = [p.clone() for p in classifier.trained.trainable.parameters()]
     features, labels = separable_features(classifier)
-    log = fit(classifier, features, labels, epochs=10, batch_size=16, lr=1e-3, seed=0)
+    log = fit(classifier.trained, features, labels, epochs=10, batch_size=16, lr=1e-3, seed=0)
     assert log[-1]["train_loss"] < 0.5 * log[0]["train_loss"]
     assert all(torch.equal(v, frozen_before[k]) for k, v in classifier.frozen.state_dict().items())
-    assert all(not torch.equal(a, b) for a, b in zip(trainable_before, classifier.trainable.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(trainable_before, classifier.trained.trainable.parameters()))
 
 
 def test_batchnorm_statistics_never_change_in_training_mode():
@@ -76,7 +78,7 @@ def test_cached_features_give_the_full_models_output(trainable_blocks):
     bitmaps = make_bitmaps("car", 10)
     features = featurize(classifier, bitmaps, IMAGE_SIZE)
     with torch.inference_mode():
-        cached = classifier.forward_from_frozen(features)
+        cached = classifier.trained(features)
         full = classifier(to_model_input(bitmaps, IMAGE_SIZE))
     assert features.shape[:2] == ((10, FEATURE_DIM) if trainable_blocks == 0 else (10, 320))
     assert torch.allclose(cached, full, atol=1e-5)
@@ -104,7 +106,7 @@ def test_featurize_to_file_streams_batches_into_an_npy(tmp_path):
 
 def test_training_is_deterministic_for_a_seed():
     features, labels = separable_features(build_classifier(None))
-    logs = [fit(build_classifier(None, seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
+    logs = [fit(build_trained_part(None, seed=5), features, labels, 2, 16, 1e-3, seed=5) for _ in range(2)]
     assert logs[0] == logs[1]
 
 
@@ -161,7 +163,7 @@ def test_shared_imagenet_weights_load():
 def test_saved_model_is_usable_alone(tmp_path):
     classifier = build_classifier(None, trainable_blocks=1, seed=3)
     config = model_config(IMAGE_SIZE, 1, "random", {"car": ["car"], "not_car": ["apple"]})
-    TrainedModel(classifier, config).save(tmp_path / "model.pth")
+    save_model(tmp_path / "model.pth", classifier.state_dict(), config)
     loaded = load_trained_model(tmp_path / "model.pth")
     bitmaps = make_bitmaps("car", 5)
     assert loaded.config == config

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 from carsketch import predict
 from carsketch.cli import main as carsketch_main
 from carsketch.errors import PipelineError
-from carsketch.model import TrainedModel, load_trained_model
+from carsketch.inference import OnnxModel
 
 
 @pytest.fixture
@@ -37,13 +37,13 @@ def run_predict(*args):
 
 
 def test_classify_labels_every_drawing_in_one_batch(model_path, inputs, monkeypatch):
-    calls, original = [], TrainedModel.predict_proba
+    calls, original = [], OnnxModel.predict_proba
 
     def counting_predict_proba(self, bitmaps, **kwargs):
         calls.append(len(bitmaps))
         return original(self, bitmaps, **kwargs)
 
-    monkeypatch.setattr(TrainedModel, "predict_proba", counting_predict_proba)
+    monkeypatch.setattr(OnnxModel, "predict_proba", counting_predict_proba)
     results, errors = predict.classify(inputs, model_path)
     assert errors == [] and calls == [7]
     assert [(result["input"], result["index"]) for result in results] == [
@@ -131,18 +131,17 @@ def test_large_npy_is_classified_in_batches_of_the_engine(model_path, tmp_path, 
     bitmaps[:, 300:330] = 255
     bitmaps[7] = 0
     np.save(tmp_path / "many.npy", bitmaps)
-    sizes, original = [], TrainedModel.predict_proba
+    sizes, original = [], OnnxModel.predict_proba
 
     def counting_predict_proba(self, rows, **kwargs):
         sizes.append(len(rows))
         return original(self, rows, **kwargs)
 
-    monkeypatch.setattr(TrainedModel, "predict_proba", counting_predict_proba)
+    monkeypatch.setattr(OnnxModel, "predict_proba", counting_predict_proba)
     stream = predict.stream_classify([tmp_path / "many.npy"], model_path)
     assert next(stream) == f"{tmp_path / 'many.npy'} row 7: empty drawing (blank bitmap)"
     results = list(stream)
     assert sizes == [predict.INFERENCE_BATCH, predict.INFERENCE_BATCH, 4]
     assert [result["index"] for result in results] == [row for row in range(len(bitmaps)) if row != 7]
-    torch_model = load_trained_model(model_path)
-    expected = torch_model.predict_proba(bitmaps[:10])
+    expected = OnnxModel(model_path).predict_proba(bitmaps[:10])
     assert np.allclose([r["car_probability"] for r in results[:9]], np.delete(expected, 7), atol=1e-4)

@@ -20,7 +20,7 @@ from bench.serve_load import serve_process
 from conftest import AIRPLANE, running
 from carsketch.cli import main as carsketch_main
 from carsketch.drawings import strokes_to_bitmap
-from carsketch.model import load_trained_model
+from carsketch.inference import OnnxModel
 from carsketch.serve import MAX_BODY_BYTES, create_app
 
 SQUARE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
@@ -30,7 +30,7 @@ RAW_AIRPLANE = [[[x * 2.5 + 130 for x in xs], [y * 2.5 + 41 for y in ys], list(r
 
 @pytest.fixture(scope="module")
 def url(model_path):
-    with running(create_app(load_trained_model(model_path))) as base_url:
+    with running(create_app(OnnxModel(model_path))) as base_url:
         yield base_url
 
 
@@ -175,7 +175,7 @@ def test_unknown_routes_and_methods_get_one_line_errors(client, method, path, st
 
 
 def test_concurrent_requests_are_micro_batched_into_one_model_call(model_path):
-    model, calls, release = load_trained_model(model_path), [], threading.Event()
+    model, calls, release = OnnxModel(model_path), [], threading.Event()
     predict_proba = model.predict_proba
 
     def recording_predict_proba(bitmaps):

@@ -7,7 +7,7 @@ import pytest
 from browser import MISSING, PHONE, chromium, draw, settle
 from conftest import AIRPLANE, running
 from carsketch.drawings import strokes_to_bitmap
-from carsketch.model import load_trained_model
+from carsketch.inference import OnnxModel
 from carsketch.serve import create_app
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 @pytest.fixture(scope="module")
 def browser(model_path):
-    with running(create_app(load_trained_model(model_path))) as url, chromium() as driver:
+    with running(create_app(OnnxModel(model_path))) as url, chromium() as driver:
         yield driver, url
 
 

@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from carsketch.errors import PipelineError
-from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category
+from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category, plot_data, roc_curve
 from carsketch.files import load_array
 from carsketch.model import load_trained_model
 from conftest import write_category_files, write_params
@@ -52,9 +53,10 @@ def test_stages_write_features_model_log_metrics_and_plots(trained_project):
 
 
 def test_training_twice_gives_the_same_model(trained_project):
-    first = (trained_project / "model_data/car_sketch_weights.pth").read_bytes()
+    models = ("model_data/car_sketch_weights.pth", "model_data/car_sketch.onnx")
+    first = [(trained_project / name).read_bytes() for name in models]
     train.main()
-    assert (trained_project / "model_data/car_sketch_weights.pth").read_bytes() == first
+    assert [(trained_project / name).read_bytes() for name in models] == first
 
 
 def test_stale_features_are_caught_by_the_agreement_check(trained_project):
@@ -85,3 +87,28 @@ def test_per_category_table():
         "apple": {"label": "not_car", "drawings": 1, "accuracy": 0.0, "predicted_car_share": 1.0},
         "car": {"label": "car", "drawings": 2, "accuracy": 0.5, "predicted_car_share": 0.5},
     }
+
+
+def test_metrics_and_curves_are_scikit_learns():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    probability = np.round(np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1), 2)  # many ties, and exact 0s and 1s
+    results = classification_metrics(y, probability, 0.5)
+    predicted = probability >= 0.5
+    assert results == pytest.approx({
+        "accuracy": skm.accuracy_score(y, predicted), "loss": skm.log_loss(y, probability),
+        "precision": skm.precision_score(y, predicted), "recall": skm.recall_score(y, predicted),
+        "f1": skm.f1_score(y, predicted), "roc_auc": skm.roc_auc_score(y, probability)}, abs=1e-12)
+    fpr, tpr = roc_curve(y, probability)
+    expected_fpr, expected_tpr, _ = skm.roc_curve(y, probability, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, expected_fpr)
+    np.testing.assert_allclose(tpr, expected_tpr)
+    precision, recall, _ = skm.precision_recall_curve(y, probability, drop_intermediate=False)
+    curve = plot_data(y, probability, 0.5)["precision_recall.json"]
+    assert [(row["recall"], row["precision"]) for row in curve] == pytest.approx(list(zip(recall[-2::-1], precision[-2::-1])))
+
+
+def test_metrics_of_one_label_and_of_no_predicted_car():
+    results = classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)
+    assert results["roc_auc"] is None and results["precision"] == results["recall"] == results["f1"] == 0.0
+    assert results["accuracy"] == 1.0

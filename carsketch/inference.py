@@ -1,0 +1,85 @@
+"""The trained model's ONNX file in ONNX Runtime: what predict, serve and evaluate run, with no torch to import.
+
+The file (written by carsketch.export) takes uint8 bitmaps and returns P(car); its config (input size,
+threshold, categories...) is in its metadata. Its frozen part's output is a named tensor, so the same file
+also scores cached frozen features, as evaluate does.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from carsketch.errors import PipelineError
+from carsketch.quickdraw import BITMAP_PIXELS
+
+INFERENCE_BATCH = 256
+# The model's tensors: its input, the frozen part's output (what featurize caches) and its output.
+BITMAPS = "bitmaps"
+FROZEN_FEATURES = "frozen_features"
+CAR_PROBABILITY = "car_probability"
+CONFIG_KEY = "carsketch_config"
+
+
+def providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime's providers for a `device` setting: auto is CUDA where this onnxruntime has it, else the CPU."""
+    import onnxruntime
+
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if device == "cuda" and not has_cuda:
+        raise PipelineError("device cuda, but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu); "
+                            "use device auto or cpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda and device != "cpu" else ["CPUExecutionProvider"]
+
+
+def session(model: bytes | str, device_providers: list, threads: int = 0):
+    """An ONNX Runtime session for a model (bytes or a path); `threads` 0 lets ONNX Runtime choose."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Idle threads sleep rather than spin: spinning next to torch's own pool (or on a busy machine) starves both.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model, options, providers=device_providers)
+
+
+class OnnxModel:
+    """A model file written by the train stage (`.onnx`), loaded on its own (no params.yaml, torch or backbone)."""
+
+    def __init__(self, path: Path | str, device: str = "auto"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PipelineError(f"model file {self.path} not found: run `dvc repro` first to train it")
+        if self.path.suffix != ".onnx":
+            raise PipelineError(f"{self.path} is not an ONNX model: give the .onnx file that train writes beside "
+                                f"the .pth (the .pth loads in Python with carsketch.model.load_trained_model)")
+        self.providers = providers(device)
+        try:
+            self.session = session(str(self.path), self.providers)
+            self.config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
+        except Exception as error:  # onnxruntime raises its own types for a file it cannot read
+            raise PipelineError(f"{self.path} is not a car-sketch model saved by the train stage "
+                                f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
+        self.threshold = self.config["threshold"]
+        self._from_frozen = None
+
+    def predict_proba(self, bitmaps, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+        """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
+        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
+        return self._batched(self.session, BITMAPS, bitmaps, batch_size)
+
+    def proba_from_frozen(self, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+        """P(car) from cached frozen features (a memory map, float16 or float32), a batch at a time."""
+        if self._from_frozen is None:
+            import onnx
+            import onnx.utils
+
+            part = onnx.utils.Extractor(onnx.load(self.path)).extract_model([FROZEN_FEATURES], [CAR_PROBABILITY])
+            self._from_frozen = session(part.SerializeToString(), self.providers)
+        return self._batched(self._from_frozen, FROZEN_FEATURES, features, batch_size, np.float32)
+
+    @staticmethod
+    def _batched(model_session, input_name: str, inputs: np.ndarray, batch_size: int, dtype=None) -> np.ndarray:
+        outputs = [model_session.run([CAR_PROBABILITY], {input_name: np.asarray(inputs[start:start + batch_size], dtype)})[0]
+                   for start in range(0, len(inputs), batch_size)]
+        return np.concatenate(outputs) if outputs else np.empty(0, np.float32)
