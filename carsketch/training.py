@@ -1,7 +1,7 @@
 """Training the head (and any trainable backbone blocks) on cached frozen features.
 
-Adam on binary cross-entropy with logits, deterministic for a given seed. Features may be memory-mapped:
-each mini-batch is gathered from them, so memory stays bounded by the batch, not the data set.
+Adam on binary cross-entropy with logits, deterministic for a given seed. Features may be read from disk
+(NpyRows): each mini-batch is gathered from them, so memory stays bounded by the batch, not the data set.
 
 Under torch.distributed it is data parallel (DistributedDataParallel) with the single-process recipe: every
 process draws the same seeded order, and each takes its share of every global batch; the loss is scaled so
@@ -27,6 +27,45 @@ from carsketch.progress import progress
 EpochLog = dict[str, float | int]
 
 
+class Adam:
+    """torch.optim.Adam's update with its defaults (betas 0.9 and 0.999, eps 1e-8), written out, and an optional
+    cosine schedule (CosineAnnealingLR's closed form, to 0 after `total_steps`).
+
+    Every torch.optim optimizer imports torch._dynamo when first used: 3 s on two cores, longer than training the
+    head takes, in every experiment. tests/test_model.py checks this against torch.optim.Adam and the scheduler.
+    """
+
+    betas = (0.9, 0.999)
+    eps = 1e-8
+
+    def __init__(self, parameters: list[torch.Tensor], lr: float, total_steps: int | None = None):
+        self.parameters, self.lr, self.total_steps, self.steps = parameters, lr, total_steps, 0
+        self.averages = [torch.zeros_like(p) for p in parameters]
+        self.squares = [torch.zeros_like(p) for p in parameters]
+
+    def current_lr(self) -> float:
+        if self.total_steps is None:
+            return self.lr
+        return self.lr * (1 + math.cos(math.pi * min(self.steps, self.total_steps) / self.total_steps)) / 2
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from the parameters' gradients, which it then clears."""
+        lr = self.current_lr()
+        self.steps += 1
+        beta1, beta2 = self.betas
+        correction1, correction2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        for parameter, average, square in zip(self.parameters, self.averages, self.squares):
+            gradient = parameter.grad
+            if gradient is None:
+                continue
+            average.lerp_(gradient, 1 - beta1)
+            square.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+            denominator = (square.sqrt() / math.sqrt(correction2)).add_(self.eps)
+            parameter.addcdiv_(average, denominator, value=-lr / correction1)
+            parameter.grad = None
+
+
 def loss_and_accuracy(trained: TrainedPart, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy at P(car) 0.5 on cached features."""
     logits = cached_logits(trained, features)
@@ -48,11 +87,8 @@ def fit(trained: TrainedPart, features: np.ndarray, labels: np.ndarray, epochs: 
     step_model = trained
     if size > 1:
         step_model = DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
-    parameters = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    steps_per_epoch = math.ceil(len(labels) / batch_size)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-                 if lr_schedule == "cosine" else None)
+    optimizer = Adam([p for p in trained.parameters() if p.requires_grad], lr,
+                     epochs * math.ceil(len(labels) / batch_size) if lr_schedule == "cosine" else None)
     log = []
     for epoch in range(1, epochs + 1):
         trained.train()
@@ -60,18 +96,15 @@ def fit(trained: TrainedPart, features: np.ndarray, labels: np.ndarray, epochs: 
         order = torch.randperm(len(labels), generator=generator).numpy()
         starts = range(0, len(labels), batch_size)
         for start in progress(starts, desc=f"epoch {epoch}/{epochs}", unit="batch", nested=True) if rank == 0 else starts:
-            batch = np.sort(order[start:start + batch_size])  # ascending rows read a memory map faster
+            batch = np.sort(order[start:start + batch_size])  # ascending rows: neighbours are read together
             mine = batch[rank::size]
             keep = torch.rand(len(batch), trained.head[0].out_features, generator=generator) >= dropout.p
             logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device),
                                 keep[rank::size].to(device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
-            optimizer.zero_grad()
             (loss_sum * (size / len(batch))).backward()  # DDP averages over processes: the global batch's mean
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             total_loss += loss_sum.detach()
         trained.eval()
         row: EpochLog = {"epoch": epoch, "train_loss": sum_over_processes(total_loss.item()) / len(labels)}
