@@ -4,7 +4,7 @@
 
 Featurizes the benchmark's split once (car + tractor against the other categories of ../shared), stores the
 features in each dtype with featurize_to_file, and trains and evaluates the default head on each, several
-seeds, reading the features through their memory maps as the train and evaluate stages do.
+seeds, reading the features from disk a batch at a time as the train and evaluate stages do.
 """
 
 import argparse
@@ -22,7 +22,7 @@ from carsketch.dataset import sample_balanced, split_train_val_test
 from carsketch.evaluation import check_agreement, classification_metrics
 from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.features import feature_function, featurize_to_file
-from carsketch.files import load_array
+from carsketch.files import NpyRows
 from carsketch.inference import OnnxModel
 from carsketch.model import build_classifier, build_trained_part, model_config
 from carsketch.params import FEATURE_DTYPES, load_params
@@ -51,7 +51,7 @@ def main() -> int:
             paths = {split: Path(folder) / f"{dtype}-{split}.npy" for split in splits}
             for split, path in paths.items():
                 featurize_to_file(function, bitmaps[split], path, f"{dtype} {split}", dtype=dtype)
-            features = {split: load_array(path) for split, path in paths.items()}
+            features = {split: NpyRows(path) for split, path in paths.items()}
             runs = []
             for seed in args.seeds:
                 trained = build_trained_part(WEIGHTS, seed=seed)

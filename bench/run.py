@@ -27,7 +27,7 @@ from bench.project import REPO_ROOT, commit, make_project, run, run_measured, st
 from carsketch.errors import run_main
 from carsketch.mirror import serve
 from carsketch.params import FEATURIZE_ENGINES, load_params
-from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORTS_DIR, METRICS_FILE, PROCESSED_DIR
+from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, METRICS_FILE, PROCESSED_DIR
 from carsketch.quickdraw import BITMAP_PIXELS
 
 DRAWINGS_DIR = Path("quickdraw/numpy_bitmap")  # in --shared
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(project / "params.yaml")  # a bad --set value stops here, before any work
             machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             report = bench_pipeline(project, repeats)
-            reports = {path.stem: json.loads(path.read_text()) for path in (project / DOWNLOAD_REPORTS_DIR).glob("*.json")}
+            reports = json.loads((project / DOWNLOAD_REPORT).read_text())["categories"]
             report["download"] = download_volume(reports, drawings_dir)
             report["featurize"] = featurize_throughput(project, params.image_size, params.trainable_blocks, repeats)
     finally:

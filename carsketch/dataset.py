@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from carsketch.errors import PipelineError
+from carsketch.files import NpyRows
 from carsketch.labels import LABEL_NAMES
 from carsketch.quickdraw import BITMAP_PIXELS
 
@@ -45,13 +46,13 @@ def balanced_allocation(available: dict[str, int], labels: dict[str, int]) -> di
 
 @dataclass(frozen=True)
 class BalancedSample:
-    """The picked drawings, by reference: which row of which category's memory-mapped raw file each one is.
+    """The picked drawings, by reference: which row of which category's raw file each one is.
 
     Only these small index arrays live in memory; bitmaps are read from the raw files a chunk at a time.
     """
 
     names: np.ndarray  # the category names, sorted: category codes index into it
-    sources: dict[int, np.ndarray]  # code -> that category's raw rows, memory-mapped
+    sources: dict[int, NpyRows]  # code -> that category's raw rows
     category: np.ndarray  # each picked drawing's category code
     row: np.ndarray  # its row in that category's file
     y: np.ndarray  # its label
@@ -71,24 +72,43 @@ class BalancedSample:
         return out
 
 
-def sample_balanced(raw_dir: Path, labels: dict[str, int], seed: int) -> BalancedSample:
-    """Randomly (seeded) pick the balanced drawings, category by category in `labels` order."""
-    rng = np.random.default_rng(seed)
+def _raw_files(raw_dir: Path, labels: dict[str, int]) -> tuple[list[str], dict[str, int], dict[int, NpyRows]]:
+    """The category names sorted, each name's code, and each code's raw file, read as rows are needed."""
     names = sorted(labels)  # codes in name order stratify the split exactly as the names themselves would
     code = {name: index for index, name in enumerate(names)}
     sources = {}
     for category in labels:
         path = Path(raw_dir) / f"{category}.npy"
         if not path.exists():
-            raise PipelineError(f"{path} is missing: run the download stages first (dvc repro preprocess)")
-        sources[code[category]] = np.load(path, mmap_mode="r")
+            raise PipelineError(f"{path} is missing: run the download stage first (dvc repro preprocess)")
+        sources[code[category]] = NpyRows(path)
+    return names, code, sources
+
+
+def _sample(names, code, sources, labels, picked: dict[str, np.ndarray]) -> BalancedSample:
+    """The sample of the `picked` rows of each category (none at all is fine: empty arrays)."""
+    return BalancedSample(
+        names=np.array(names, dtype=str), sources=sources,
+        category=np.concatenate([np.full(len(rows), code[c], np.int32) for c, rows in picked.items()]
+                                + [np.empty(0, np.int32)]),
+        row=np.concatenate([*picked.values(), np.empty(0, np.int64)]),
+        y=np.concatenate([np.full(len(rows), labels[c], np.uint8) for c, rows in picked.items()]
+                         + [np.empty(0, np.uint8)]))
+
+
+def sample_balanced(raw_dir: Path, labels: dict[str, int], seed: int) -> BalancedSample:
+    """Randomly (seeded) pick the balanced drawings, category by category in `labels` order."""
+    rng = np.random.default_rng(seed)
+    names, code, sources = _raw_files(raw_dir, labels)
     allocation = balanced_allocation({c: len(sources[code[c]]) for c in labels}, labels)
     picked = {c: np.sort(rng.permutation(len(sources[code[c]]))[:n]) for c, n in allocation.items()}
-    return BalancedSample(
-        names=np.array(names), sources=sources,
-        category=np.concatenate([np.full(len(rows), code[c], np.int32) for c, rows in picked.items()]),
-        row=np.concatenate(list(picked.values())),
-        y=np.concatenate([np.full(len(rows), labels[c], np.uint8) for c, rows in picked.items()]))
+    return _sample(names, code, sources, labels, picked)
+
+
+def every_drawing(raw_dir: Path, labels: dict[str, int]) -> BalancedSample:
+    """All the drawings of the categories in `labels` (the unseen ones: download fetched as many as wanted)."""
+    names, code, sources = _raw_files(raw_dir, labels)
+    return _sample(names, code, sources, labels, {c: np.arange(len(sources[code[c]])) for c in labels})
 
 
 def split_by_category(category: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,14 @@
 
 With a row limit, only the .npy header and the first N rows are fetched, with an HTTP
 Range request (the real files are 100-300 MB each). Every file is validated and written atomically.
+A folder of them is kept in step with a list of categories by fetching only what is missing or was
+fetched with other settings.
 """
 
+import concurrent.futures
+import functools
 import os
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -15,8 +20,10 @@ import numpy as np
 import requests
 import urllib3
 
+from carsketch.dataset import allocate_evenly
 from carsketch.errors import PipelineError
-from carsketch.files import atomic_path
+from carsketch.files import NPY_HEADER_READERS, atomic_path
+from carsketch.params import Categories
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 
@@ -26,6 +33,9 @@ CHUNK_BYTES = 1 << 16
 TIMEOUT_S = (10, 60)  # connect, read
 RETRIES = 4
 BACKOFF_S = 1.0
+# `not_car: all` reads each file's header first: this many bytes (Google's header is 128) and requests at a time.
+PROBE_BYTES = 1024
+PROBE_THREADS = 8
 
 
 class NpyHeader(NamedTuple):
@@ -37,16 +47,13 @@ class TransientError(Exception):
     """A failure worth retrying: a dropped connection, a timeout, a truncated body, a 5xx."""
 
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
 def parse_npy_header(stream, source):
     """Read and check a Quick, Draw! .npy header from `stream` (which counts bytes): uint8, C order, (N, 784)."""
     try:
         version = np.lib.format.read_magic(stream)
-        if version not in _HEADER_READERS:
+        if version not in NPY_HEADER_READERS:
             raise ValueError(f"unsupported .npy format version {version}")
-        shape, fortran_order, dtype = _HEADER_READERS[version](stream)
+        shape, fortran_order, dtype = NPY_HEADER_READERS[version](stream)
     except ValueError as error:
         if "EOF" in str(error):
             raise TransientError(f"{source}: body ended inside the .npy header") from error
@@ -193,3 +200,96 @@ def fetch_category(base_url, category, destination, max_rows=None, session=None,
                 time.sleep(delay)
         np.load(partial, mmap_mode="r")  # the file we wrote must read back as a valid .npy
     return {"rows": rows, **stats}
+
+
+def sync_categories(base_url: str, rows_to_fetch: dict[str, int | None], folder: Path,
+                    previous: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """Make `folder` hold `<category>.npy` for exactly the categories of `rows_to_fetch` (each with its row limit,
+    None for the whole file), fetching only what it lacks.
+
+    A file is kept when `previous` (the reports of earlier runs) says it came from the same place with the same
+    row limit; anything else is fetched, and files of categories not listed are removed. A category that fails
+    does not stop the others. Returns each category's report ({source, max_rows, rows, bytes_fetched,
+    full_size_bytes}) and one message per failure.
+    """
+    reports, failures = {}, []
+    for category, max_rows in rows_to_fetch.items():
+        destination = folder / f"{category}.npy"
+        wanted = {"source": str(category_location(base_url, category)[1]), "max_rows": max_rows}
+        report = previous.get(category, {})
+        if destination.is_file() and {key: report.get(key) for key in wanted} == wanted:
+            reports[category] = report
+            continue
+        try:
+            reports[category] = {**wanted, **fetch_category(base_url, category, destination, max_rows)}
+        except PipelineError as error:
+            failures.append(f"{category}: {error}")
+    for stale in set(folder.glob("*.npy")) - {folder / f"{category}.npy" for category in rows_to_fetch}:
+        stale.unlink()
+    return reports, failures
+
+
+def probe_rows(base_url: str, category: str, retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> int | None:
+    """Rows in `<base_url>/<category>.npy` from its header alone (one small Range request); None where there is
+    no such file."""
+    kind, location = category_location(base_url, category)
+    for attempt in range(retries + 1):
+        try:
+            if kind == "file":
+                with open(location, "rb") as source:
+                    return parse_npy_header(_CountingReader(source), location).rows
+            with requests.get(location, headers={"Range": f"bytes=0-{PROBE_BYTES - 1}"}, stream=True,
+                              timeout=TIMEOUT_S) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code >= 500:
+                    raise TransientError(f"{location}: HTTP {response.status_code}")
+                if response.status_code not in (200, 206):
+                    raise PipelineError(f"{location}: HTTP {response.status_code} {response.reason}")
+                return parse_npy_header(_CountingReader(response.raw), location).rows
+        except FileNotFoundError:
+            return None
+        except (TransientError, requests.ConnectionError, requests.Timeout) as error:
+            if attempt == retries or kind == "file":
+                raise PipelineError(f"giving up on {location}: {error}") from error
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _capped(rows: int, cap: int | None) -> int:
+    return rows if cap is None else min(rows, cap)
+
+
+def download_plan(base_url: str, categories: Categories, unseen: Categories, max_rows: int | None,
+                  unseen_rows: int | None) -> tuple[dict[str, int | None], list[str]]:
+    """Rows to fetch of each category (None: the whole file), and the names skipped because base_url lacks them.
+
+    Listed categories get `max_rows`, unseen ones `unseen_rows` (None: `max_rows`). With `not_car: all` there
+    are hundreds of not-car categories and balancing uses only as many not-car drawings as there are car ones:
+    each file's header is read first, and then only the car rows, shared evenly over the not-car files that
+    exist (as preprocess will share them), are fetched; a name base_url lacks (a mirror of a few files) is
+    skipped with a warning.
+    """
+    plan: dict[str, int | None] = dict.fromkeys(categories.car, max_rows)
+    skipped: list[str] = []
+    if not categories.not_car_all:
+        plan.update(dict.fromkeys(categories.not_car, max_rows))
+    else:
+        names = [*categories.car, *categories.not_car]
+        with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
+            rows = dict(zip(names, pool.map(functools.partial(probe_rows, base_url), names)))
+        missing_car = [name for name in categories.car if rows[name] is None]
+        if missing_car:
+            raise PipelineError(f"no file at {base_url} for car categories {', '.join(missing_car)}; "
+                                f"check the names and base_url")
+        available = {name: _capped(rows[name], max_rows) for name in categories.not_car if rows[name] is not None}
+        skipped = [name for name in categories.not_car if rows[name] is None]
+        if not available:
+            raise PipelineError(f"none of the not-car categories is at {base_url}")
+        car_rows = sum(_capped(rows[name], max_rows) for name in categories.car)
+        plan.update({name: count for name, count in allocate_evenly(available, car_rows).items() if count})
+        if skipped:
+            print(f"warning: {len(skipped)} of {len(categories.not_car)} not-car categories are not at {base_url}, "
+                  f"skipped (listed in the download report): {', '.join(skipped)}", file=sys.stderr)
+    plan.update(dict.fromkeys(unseen.labels(), unseen_rows or max_rows))
+    return plan, skipped

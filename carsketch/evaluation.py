@@ -11,7 +11,7 @@ import numpy as np
 
 from carsketch.errors import PipelineError
 from carsketch.inference import OnnxModel
-from carsketch.labels import LABEL_NAMES
+from carsketch.labels import CAR, LABEL_NAMES, NOT_CAR
 
 # Test drawings re-run through the full model to check the cached-feature path; the probabilities
 # may differ by float rounding (more so when ONNX Runtime made the features), never by more.
@@ -19,6 +19,8 @@ AGREEMENT_SAMPLE = 64
 AGREEMENT_TOLERANCE = 1e-3
 # Points kept in the ROC and precision-recall plots (each curve has one per distinct score).
 PLOT_POINTS = 500
+# Equal-width bins of P(car) for the expected calibration error.
+ECE_BINS = 15
 
 
 def _counts_by_threshold(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,8 +38,16 @@ def roc_curve(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.r_[0, false_positives] / false_positives[-1], np.r_[0, true_positives] / true_positives[-1]
 
 
+def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The share-weighted gap between mean P(car) and the share of cars, over equal-width bins of P(car)."""
+    which = np.clip((probability * bins).astype(int), 0, bins - 1)
+    return float(sum(abs(np.mean(y[which == b]) - np.mean(probability[which == b])) * np.mean(which == b)
+                     for b in np.unique(which)))
+
+
 def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | None]:
-    """accuracy, loss (binary cross-entropy), precision, recall, F1 and ROC AUC (None with one label only)."""
+    """accuracy, loss (binary cross-entropy), precision, recall, F1, ROC AUC (None with one label only), and
+    calibration: the Brier score (mean squared error of P(car); 0.25 is a coin's) and the ECE."""
     y, probability = np.asarray(y).astype(bool), np.asarray(probability, np.float64)
     predicted = probability >= threshold
     true_positives = int(np.sum(predicted & y))
@@ -52,11 +62,13 @@ def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: fl
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "roc_auc": float(np.trapezoid(*roc_curve(y, probability)[::-1])) if both_labels else None,
+        "brier": float(np.mean((probability - y) ** 2)),
+        "ece": expected_calibration_error(y, probability),
     }
 
 
 def per_category(category: np.ndarray, y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, dict]:
-    """For each source category: drawings, accuracy and the share predicted car."""
+    """For each source category: drawings, accuracy, the share predicted car and the mean P(car)."""
     rows = defaultdict(list)
     for index, name in enumerate(category.tolist()):
         rows[name].append(index)
@@ -65,8 +77,22 @@ def per_category(category: np.ndarray, y: np.ndarray, probability: np.ndarray, t
         predicted_car = probability[indices] >= threshold
         table[name] = {"label": LABEL_NAMES[int(y[indices[0]])], "drawings": len(indices),
                        "accuracy": float(np.mean(predicted_car == y[indices].astype(bool))),
-                       "predicted_car_share": float(np.mean(predicted_car))}
+                       "predicted_car_share": float(np.mean(predicted_car)),
+                       "mean_car_probability": float(np.mean(probability[indices]))}
     return table
+
+
+def unseen_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int | None]:
+    """Figures for drawings of categories never trained on: unseen_car_recall, the share of unseen car drawings
+    called a car, and unseen_false_car_rate, the share of unseen not-car drawings called a car (None where there
+    are none), with the drawings each counts."""
+    predicted_car = np.asarray(probability) >= threshold
+    results: dict[str, float | int | None] = {}
+    for label, key in ((CAR, "unseen_car_recall"), (NOT_CAR, "unseen_false_car_rate")):
+        rows = np.asarray(y) == label
+        results[key] = float(np.mean(predicted_car[rows])) if rows.any() else None
+        results[f"unseen_{LABEL_NAMES[label]}_drawings"] = int(rows.sum())
+    return results
 
 
 def _thin(points):

@@ -15,7 +15,7 @@ import torch
 
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
-from carsketch.files import atomic_path, create_npy
+from carsketch.files import NpyWriter, atomic_path
 from carsketch.inference import BITMAPS, INFERENCE_BATCH, session
 from carsketch.model import CarSketchClassifier, batched, frozen_autocast
 from carsketch.progress import progress
@@ -90,10 +90,10 @@ def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size
 @torch.inference_mode()
 def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destination: Path, desc: str = "featurize",
                       batch_size: int = INFERENCE_BATCH, dtype: str = "float32") -> None:
-    """Stream `bitmaps` (a memory map is fine) through `function` into a `dtype` .npy at `destination`.
+    """Stream `bitmaps` (NpyRows or an array) through `function` into a `dtype` .npy at `destination`.
 
-    Batches go straight into a preallocated memory-mapped file, so memory stays flat however many drawings
-    there are; the file appears only once complete. Under torch.distributed the processes share the batches
+    Batches are written in order to a file whose space is reserved first, so memory stays flat however many
+    drawings there are; the file appears only once complete. Under torch.distributed the processes share the batches
     and rank 0 alone writes the file, byte for byte what one process writes.
     """
     shape = tuple(function(np.zeros((1, BITMAP_PIXELS), np.uint8)).shape[1:])
@@ -101,10 +101,8 @@ def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destinatio
     if not is_main():
         collections.deque(batches, maxlen=0)  # compute and send this process's share
         return
-    with atomic_path(destination) as partial, progress(total=len(bitmaps), desc=desc, unit="drawing") as bar:
-        features = create_npy(partial, dtype, (len(bitmaps), *shape))
-        for rows, batch in batches:
-            features[rows] = batch
+    with (atomic_path(destination) as partial, NpyWriter(partial, dtype, (len(bitmaps), *shape)) as features,
+          progress(total=len(bitmaps), desc=desc, unit="drawing") as bar):
+        for _, batch in batches:
+            features.write(batch)
             bar.update(len(batch))
-        features.flush()
-        del features

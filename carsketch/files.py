@@ -14,6 +14,8 @@ from carsketch.errors import PipelineError
 
 # Rows written at a time by save_rows: 16k bitmaps are 12.8 MB.
 CHUNK_ROWS = 1 << 14
+# The .npy header formats numpy writes, by version.
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -34,41 +36,108 @@ def atomic_path(destination: Path | str):
             os.unlink(temporary)
 
 
-def create_npy(path: Path, dtype: np.dtype | type, shape: tuple[int, ...]) -> np.memmap:
-    """A new .npy of `shape` at `path`, memory-mapped for writing, its disk space reserved up front.
+class NpyWriter:
+    """A new .npy written a block of rows at a time, in order, with plain writes (see NpyRows for why)."""
 
-    Writing through a memory map to a full disk kills the process with SIGBUS; reserving the space first
-    turns that into an OSError (ENOSPC) here, before any work, which run_main reports in one line.
-    """
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    with open(path, "wb") as out:
-        np.lib.format.write_array_header_1_0(out, header)
-        size = out.tell() + math.prod(shape) * np.dtype(dtype).itemsize
-        try:
-            os.posix_fallocate(out.fileno(), 0, size)
+    def __init__(self, path: Path, dtype: np.dtype | type, shape: tuple[int, ...]):
+        self.dtype, self.shape, self.rows_written = np.dtype(dtype), shape, 0
+        self.file = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+        try:  # reserve the space: a full disk fails here, before any work (run_main reports it in one line)
+            os.posix_fallocate(self.file.fileno(), 0, self.file.tell() + math.prod(shape) * self.dtype.itemsize)
         except OSError as error:
+            self.file.close()
             raise OSError(error.errno, error.strerror, str(path)) from None
-    return np.lib.format.open_memmap(path, mode="r+")
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append `rows` (of the file's row shape) after those already written."""
+        self.file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+        self.rows_written += len(rows)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows_written != self.shape[0]:
+            raise ValueError(f"{self.rows_written} rows written of {self.shape[0]}")
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.close()
+        else:
+            self.file.close()
+
+
+class NpyRows:
+    """Rows of an .npy file, read on demand with plain reads: `rows[i:j]`, `rows[index_array]`, len and shape.
+
+    A memory map would do the same with less code, but every page it touches counts in the process's resident
+    memory until it is unmapped, so a stage that reads a whole file through one has a peak RSS that grows with
+    the data. Pages read this way stay in the page cache, where the kernel can drop them.
+    """
+
+    def __init__(self, path: Path | str):
+        try:
+            self.file = open(path, "rb")
+        except FileNotFoundError:
+            raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
+        version = np.lib.format.read_magic(self.file)
+        self.shape, fortran_order, self.dtype = NPY_HEADER_READERS[version](self.file)
+        if fortran_order:
+            raise PipelineError(f"{path}: Fortran-ordered arrays are not read here")
+        self.offset = self.file.tell()
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        data = os.pread(self.file.fileno(), count * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            rows = self._read(start, max(stop - start, 0))
+            return rows[::step] if step != 1 else rows
+        index = np.asarray(index, dtype=np.int64)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        runs = np.flatnonzero(np.diff(ordered) != 1) + 1  # consecutive rows are read in one go
+        for positions in np.split(np.arange(len(ordered)), runs):
+            if len(positions):
+                first = ordered[positions[0]]
+                block = self._read(first, ordered[positions[-1]] - first + 1)
+                out[order[positions]] = block[ordered[positions] - first]
+        return out
 
 
 def save_rows(path: Path, gather: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
               chunk_rows: int = CHUNK_ROWS) -> None:
     """Save gather(rows) as one .npy, atomically, a chunk of rows at a time: memory is bounded by the chunk."""
     empty = gather(rows[:0])
-    with atomic_path(path) as temporary:
-        out = create_npy(temporary, empty.dtype, (len(rows), *empty.shape[1:]))
+    with atomic_path(path) as temporary, NpyWriter(temporary, empty.dtype, (len(rows), *empty.shape[1:])) as out:
         for start in range(0, len(rows), chunk_rows):
-            out[start:start + chunk_rows] = gather(rows[start:start + chunk_rows])
-        out.flush()
-        del out  # unmapped before the rename
+            out.write(gather(rows[start:start + chunk_rows]))
 
 
-def load_array(path: Path, mmap: bool = True) -> np.ndarray:
-    """An .npy written by an earlier stage, memory-mapped read-only by default (no pickles)."""
+def load_array(path: Path) -> np.ndarray:
+    """A small .npy written by an earlier stage, read whole (no pickles); big ones: NpyRows."""
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
+
+
+def load_json(path: Path | str, default=None):
+    """A JSON file written by save_json, or `default` where there is none yet."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
 
 
 def save_json(path: Path | str, data) -> None:

@@ -69,7 +69,7 @@ class OnnxModel:
         return self._batched(self.session, BITMAPS, bitmaps, batch_size)
 
     def proba_from_frozen(self, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-        """P(car) from cached frozen features (a memory map, float16 or float32), a batch at a time."""
+        """P(car) from cached frozen features (an array or NpyRows, float16 or float32), a batch at a time."""
         if self._from_frozen is None:
             import onnx
             import onnx.utils

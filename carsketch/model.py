@@ -184,7 +184,7 @@ def full_state_dict(backbone_file: Path | str, trained: TrainedPart) -> dict[str
 
 
 def cached_logits(trained: TrainedPart, features: np.ndarray) -> torch.Tensor:
-    """Logits (on the CPU) from cached frozen features, a memory map or float16 alike, on the trained part's device."""
+    """Logits (on the CPU) from cached frozen features (an array or NpyRows, float16 or float32), on the trained part's device."""
     device = parameters_device(trained)
     return batched(lambda rows: trained(torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
 

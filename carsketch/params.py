@@ -12,13 +12,15 @@ import yaml
 
 from carsketch.errors import PipelineError
 from carsketch.labels import CAR, NOT_CAR, SIDES
-from carsketch.quickdraw import unknown_category_message
+from carsketch.quickdraw import CATEGORIES, unknown_category_message
 
 PARAMS_FILE = Path("params.yaml")
 FEATURIZE_ENGINES = ("onnxruntime", "torch")
 FEATURE_DTYPES = ("float32", "float16")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+# `categories.not_car: all`: every Quick, Draw! category not listed as car or unseen.
+ALL = "all"
 # MobileNetV2's convolutional blocks; at least the first stays frozen.
 BACKBONE_BLOCKS = 19
 
@@ -29,6 +31,8 @@ class Categories:
 
     car: tuple[str, ...]
     not_car: tuple[str, ...]
+    # not_car was `all`: download fetches only the rows balancing uses, and skips names base_url lacks
+    not_car_all: bool = False
 
     def labels(self) -> dict[str, int]:
         """Each category's label: CAR or NOT_CAR."""
@@ -61,6 +65,8 @@ class Params:
     device: str
     autocast: bool
     workers: int
+    unseen: Categories
+    unseen_drawings: int | None
 
 
 def _is_int(value: Any) -> bool:
@@ -136,28 +142,39 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "device": _choice(*DEVICES),
     "autocast": _boolean,
     "workers": _integer(1),
+    "unseen_drawings": _integer(1, none_ok=True),
 }
 
 
-def _category_problems(categories: Any) -> list[str]:
-    if not isinstance(categories, dict):
-        return ["categories: must be a mapping with the lists car and not_car"]
-    problems = [f"categories.{key}: unknown key (expected car and not_car)"
-                for key in categories if key not in SIDES]
+def _category_problems(raw: dict[str, Any]) -> list[str]:
+    """Bad names in `categories` and `unseen` (which may be empty), and any name listed twice across them."""
+    problems: list[str] = []
     seen: dict[str, str] = {}
-    for side in SIDES:
-        names = categories.get(side)
-        if not isinstance(names, list) or not names:
-            problems.append(f"categories.{side}: must be a non-empty list of Quick, Draw! category names")
+    for key, empty_ok in (("categories", False), ("unseen", True)):
+        if key not in raw:
+            continue  # named as missing
+        value = raw[key]
+        if not isinstance(value, dict):
+            problems.append(f"{key}: must be a mapping with the lists car and not_car")
             continue
-        for name in names:
-            unknown = unknown_category_message(name)
-            if unknown:
-                problems.append(f"categories.{side}: {unknown}")
-            elif name in seen:
-                where = "both car and not_car" if seen[name] != side else f"categories.{side} twice"
-                problems.append(f"categories.{side}: '{name}' is listed in {where}")
-            seen[name] = side
+        problems += [f"{key}.{side}: unknown key (expected car and not_car)" for side in value if side not in SIDES]
+        for side in SIDES:
+            names, where = value.get(side), f"{key}.{side}"
+            all_ok = where == "categories.not_car"
+            if names == ALL and all_ok:
+                continue
+            if not isinstance(names, list) or not (names or empty_ok):
+                problems.append(f"{where}: must be a {'' if empty_ok else 'non-empty '}list of Quick, Draw! "
+                                f"category names" + (f", or {ALL}" if all_ok else ""))
+                continue
+            for name in names:
+                unknown = unknown_category_message(name)
+                if unknown:
+                    problems.append(f"{where}: {unknown}")
+                elif name in seen:
+                    problems.append(f"{where}: '{name}' is listed twice, here and in {seen[name]}"
+                                    if seen[name] != where else f"{where}: '{name}' is listed twice")
+                seen[name] = where
     return problems
 
 
@@ -166,7 +183,7 @@ def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
     names = [field.name for field in fields(Params)]
     problems = [f"{key}: unknown key (the keys are {', '.join(names)})" for key in raw if key not in names]
     problems += [f"{key}: missing" for key in names if key not in raw]
-    problems += _category_problems(raw.get("categories")) if "categories" in raw else []
+    problems += _category_problems(raw)
     for key, check in _CHECKS.items():
         if key in raw:
             problem = check(raw[key])
@@ -174,8 +191,14 @@ def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
                 problems.append(f"{key}: {problem}, not {raw[key]!r}")
     if problems:
         raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))
-    categories = Categories(car=tuple(raw["categories"]["car"]), not_car=tuple(raw["categories"]["not_car"]))
-    return Params(**{**raw, "categories": categories})
+    unseen = Categories(car=tuple(raw["unseen"]["car"]), not_car=tuple(raw["unseen"]["not_car"]))
+    car, not_car = tuple(raw["categories"]["car"]), raw["categories"]["not_car"]
+    if not_car == ALL:
+        taken = {*car, *unseen.car, *unseen.not_car}
+        categories = Categories(car, tuple(name for name in CATEGORIES if name not in taken), not_car_all=True)
+    else:
+        categories = Categories(car, tuple(not_car))
+    return Params(**{**raw, "categories": categories, "unseen": unseen})
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -11,7 +11,7 @@ FROZEN_MODEL_FILE = Path("model_data/frozen.onnx")
 # The trained model, twice: PyTorch weights (Python users) and ONNX (predict, serve, evaluate: no torch needed)
 MODEL_FILE = Path("model_data/car_sketch_weights.pth")
 ONNX_MODEL_FILE = Path("model_data/car_sketch.onnx")
-DOWNLOAD_REPORTS_DIR = Path("metrics/download")
+DOWNLOAD_REPORT = Path("metrics/download.json")
 DATA_METRICS = Path("metrics/data.json")
 DATA_PER_CATEGORY = Path("metrics/data_per_category.json")
 TRAIN_LOG = Path("metrics/train_log.csv")
@@ -22,14 +22,13 @@ EVALUATE_CHECKS = Path("metrics/evaluate_checks.json")
 PLOTS_DIR = Path("metrics/plots")
 # The three parts of the balanced set: fit on train, watch val per epoch, report on test.
 SPLITS = ("train", "val", "test")
-
+# ...and the drawings of the categories never trained on (empty when params.yaml lists none), featurized with them.
+UNSEEN_SPLIT = "unseen"
+FEATURIZED_SPLITS = (*SPLITS, UNSEEN_SPLIT)
+UNSEEN_PER_CATEGORY_FILE = Path("metrics/unseen_per_category.json")
 
 
 def raw_file(category: str) -> Path:
-    """One category's drawings as the download stage wrote them (dvc.yaml: data/raw/${item}.npy)."""
+    """One category's drawings as the download stage wrote them."""
     return RAW_DIR / f"{category}.npy"
 
-
-def download_report(category: str) -> Path:
-    """What fetching one category cost: rows, bytes fetched, the file's full size."""
-    return DOWNLOAD_REPORTS_DIR / f"{category}.json"

@@ -1,27 +1,31 @@
-"""download stage for one category: `python -m stages.download CATEGORY` fetches `<base_url>/<CATEGORY>.npy`.
+"""download stage: `<base_url>/<category>.npy` for every category of params.yaml (unseen ones too), into data/raw/.
 
-dvc.yaml runs it once per category (a `foreach` over each side's list), so adding, removing or moving
-one category fetches at most that file, and one failed category leaves the others' outputs in place.
+Its outputs persist between runs (dvc.yaml), and a file is fetched only when it is missing or was fetched from
+another place or with another row limit: adding a category fetches that file alone, moving or removing one
+fetches nothing, and when some categories fail the others' files stay, so the next run fetches only those.
+With `not_car: all`, only the rows balancing will use are fetched (carsketch.download.download_plan).
+One stage rather than one per category: DVC's own bookkeeping grows with the stages in dvc.lock, and with
+~50 categories it was most of an experiment's time.
 """
 
-import sys
-
-from carsketch.download import fetch_category
+from carsketch.download import download_plan, sync_categories
 from carsketch.errors import PipelineError, run_main
-from carsketch.files import save_json
+from carsketch.files import load_json, save_json
 from carsketch.params import load_params
-from carsketch.paths import download_report, raw_file
+from carsketch.paths import DOWNLOAD_REPORT, RAW_DIR
 
 
-def main(category: str) -> None:
+def main() -> None:
     params = load_params()
-    if category not in params.categories.labels():
-        raise PipelineError(f"'{category}' is not in categories.car or categories.not_car of params.yaml")
-    save_json(download_report(category),
-              fetch_category(params.base_url, category, raw_file(category), params.max_per_category))
+    plan, skipped = download_plan(params.base_url, params.categories, params.unseen, params.max_per_category,
+                                  params.unseen_drawings)
+    previous = load_json(DOWNLOAD_REPORT, default={}).get("categories", {})
+    reports, failures = sync_categories(params.base_url, plan, RAW_DIR, previous)
+    save_json(DOWNLOAD_REPORT, {"categories": reports, "skipped": skipped})
+    if failures:
+        raise PipelineError(f"{len(failures)} of {len(plan)} categories failed; the others "
+                            f"are kept, and a re-run fetches only these:\n  " + "\n  ".join(failures))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m stages.download CATEGORY")
-    run_main(lambda: main(sys.argv[1]))
+    run_main(main)

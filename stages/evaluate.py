@@ -1,24 +1,31 @@
-"""evaluate stage: test-set metrics, a per-category table and plots for the saved model.
+"""evaluate stage: test-set metrics, a per-category table and plots for the saved model; and the unseen categories'
+figures (how it does on kinds of drawing it never trained on) where params.yaml lists any.
 
 It runs the ONNX model in ONNX Runtime, with no torch or scikit-learn to import: the experiment loop's last step.
 """
 
 from carsketch.errors import run_main
-from carsketch.evaluation import check_agreement, classification_metrics, per_category, plot_data
-from carsketch.files import load_array, save_json
+from carsketch.evaluation import check_agreement, classification_metrics, per_category, plot_data, unseen_metrics
+from carsketch.files import NpyRows, load_array, save_json
 from carsketch.inference import OnnxModel
 from carsketch.params import load_params
 from carsketch.paths import (EVALUATE_CHECKS, FEATURES_DIR, METRICS_FILE, ONNX_MODEL_FILE, PER_CATEGORY_FILE,
-                             PLOTS_DIR, PROCESSED_DIR)
+                             PLOTS_DIR, PROCESSED_DIR, UNSEEN_PER_CATEGORY_FILE, UNSEEN_SPLIT)
 
 
 def main() -> None:
     model = OnnxModel(ONNX_MODEL_FILE, load_params().device)
-    test = {name: load_array(PROCESSED_DIR / "test" / f"{name}.npy") for name in ("x", "y", "category")}
-    probability = model.proba_from_frozen(load_array(FEATURES_DIR / "test.npy"))
-    difference = check_agreement(model, test["x"], probability)
+    test = {name: load_array(PROCESSED_DIR / "test" / f"{name}.npy") for name in ("y", "category")}
+    probability = model.proba_from_frozen(NpyRows(FEATURES_DIR / "test.npy"))
+    difference = check_agreement(model, NpyRows(PROCESSED_DIR / "test" / "x.npy"), probability)
     results = classification_metrics(test["y"], probability, model.threshold)
+    unseen = {name: load_array(PROCESSED_DIR / UNSEEN_SPLIT / f"{name}.npy") for name in ("y", "category")}
+    unseen_probability = model.proba_from_frozen(NpyRows(FEATURES_DIR / f"{UNSEEN_SPLIT}.npy"))
+    if len(unseen["y"]):
+        results.update(unseen_metrics(unseen["y"], unseen_probability, model.threshold))
     save_json(METRICS_FILE, results)
+    save_json(UNSEEN_PER_CATEGORY_FILE, per_category(unseen["category"], unseen["y"], unseen_probability,
+                                                     model.threshold))
     save_json(EVALUATE_CHECKS, {"test_drawings": len(test["y"]), "full_model_max_difference": difference})
     save_json(PER_CATEGORY_FILE, per_category(test["category"], test["y"], probability, model.threshold))
     for name, rows in plot_data(test["y"], probability, model.threshold).items():

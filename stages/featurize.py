@@ -5,16 +5,18 @@ It also saves the frozen part as ONNX, which train joins to the part it trains.
 With `workers` > 1 it runs in that many processes under torchrun, which share the batches; the files are the same bytes.
 """
 
+import time
+
 import torch
 
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_frozen, save_onnx
 from carsketch.features import feature_function, featurize_to_file
-from carsketch.files import load_array
+from carsketch.files import NpyRows
 from carsketch.model import build_classifier
 from carsketch.params import Params, load_params
-from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, PROCESSED_DIR, SPLITS
+from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, FEATURIZED_SPLITS, FROZEN_MODEL_FILE, PROCESSED_DIR
 
 
 def featurize_splits(params: Params, device: torch.device) -> None:
@@ -24,10 +26,16 @@ def featurize_splits(params: Params, device: torch.device) -> None:
         save_onnx(frozen_model, FROZEN_MODEL_FILE)
     function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast,
                                 frozen_model)
-    for split in SPLITS:
-        bitmaps = load_array(PROCESSED_DIR / split / "x.npy")
+    started, drawings = time.perf_counter(), 0
+    for split in FEATURIZED_SPLITS:
+        bitmaps = NpyRows(PROCESSED_DIR / split / "x.npy")
         featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}",
                           dtype=params.feature_dtype)
+        drawings += len(bitmaps)
+    if is_main():
+        seconds = time.perf_counter() - started
+        print(f"featurize: {drawings} drawings in {seconds:.1f} s, {drawings / seconds:.0f} drawings/s "
+              f"(start-up not counted)")
 
 
 def main() -> None:

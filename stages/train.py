@@ -11,7 +11,7 @@ import torch
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_model, load_onnx, save_onnx
-from carsketch.files import load_array, save_json
+from carsketch.files import NpyRows, load_array, save_json
 from carsketch.model import build_trained_part, full_state_dict, model_config, save_model
 from carsketch.params import Params, load_params
 from carsketch.paths import (BACKBONE_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, MODEL_FILE, ONNX_MODEL_FILE,
@@ -20,8 +20,8 @@ from carsketch.training import fit, format_epoch, write_log
 
 
 def train(params: Params, device: torch.device) -> None:
-    features = {split: load_array(FEATURES_DIR / f"{split}.npy") for split in ("train", "val")}
-    labels = {split: load_array(PROCESSED_DIR / split / "y.npy", mmap=False) for split in ("train", "val")}
+    features = {split: NpyRows(FEATURES_DIR / f"{split}.npy") for split in ("train", "val")}
+    labels = {split: load_array(PROCESSED_DIR / split / "y.npy") for split in ("train", "val")}
     trained = build_trained_part(BACKBONE_FILE, params.trainable_blocks, params.seed).to(device)
     log = fit(trained, features["train"], labels["train"], params.epochs, params.batch_size, params.lr, params.seed,
               params.lr_schedule, features["val"], labels["val"],

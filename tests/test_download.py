@@ -8,7 +8,7 @@ import pytest
 from carsketch.download import fetch_category
 from carsketch.quickdraw import BITMAP_PIXELS as ROW_BYTES
 from conftest import write_category_files, write_params
-from stages import download
+from stages import download, preprocess
 from carsketch.errors import PipelineError
 
 FAST = {"retries": 2, "backoff_s": 0.01}
@@ -111,23 +111,30 @@ def test_truncated_local_file_is_an_error(served, tmp_path):
     assert not (tmp_path / "van.npy").exists()
 
 
-def test_main_downloads_one_category_and_reports_its_bytes(served, tmp_path, monkeypatch):
+def test_main_downloads_every_category_and_reports_its_bytes(served, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]},
                  max_per_category=20)
-    download.main("pickup truck")
-    assert np.load("data/raw/pickup truck.npy").shape == (20, 784)
-    assert not (tmp_path / "data/raw/car.npy").exists()
-    report = json.loads((tmp_path / "metrics/download/pickup truck.json").read_text())
-    assert report == {"rows": 20, "bytes_fetched": 128 + 20 * ROW_BYTES, "full_size_bytes": 128 + 30 * ROW_BYTES}
-
-
-def test_main_refuses_a_category_not_in_params(served, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]})
-    with pytest.raises(PipelineError, match="'van' is not in categories"):
-        download.main("van")
+    download.main()
+    assert np.load("data/raw/pickup truck.npy").shape == (20, 784) and np.load("data/raw/car.npy").shape == (20, 784)
+    report = json.loads((tmp_path / "metrics/download.json").read_text())["categories"]["pickup truck"]
+    assert report == {"source": f"{served.url}/pickup%20truck.npy", "max_rows": 20, "rows": 20,
+                      "bytes_fetched": 128 + 20 * ROW_BYTES, "full_size_bytes": 128 + 30 * ROW_BYTES}
+    served.requests.clear()
+    download.main()  # nothing changed: nothing fetched
     assert served.requests == []
+    (tmp_path / "data/raw/car.npy").unlink()  # a file gone: fetched again, alone
+    download.main()
+    assert [path for path, _ in served.requests] == ["/car.npy"]
+
+
+def test_unseen_categories_are_fetched_with_their_own_row_limit(served, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_category_files(served.folder, {"van": 10})
+    write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": ["pickup truck"]},
+                 max_per_category=20, unseen={"car": ["van"], "not_car": []}, unseen_drawings=6)
+    download.main()
+    assert np.load("data/raw/van.npy").shape == (6, 784) and np.load("data/raw/car.npy").shape == (20, 784)
 
 
 def test_bad_category_fails_before_any_download(served, tmp_path, monkeypatch):
@@ -135,5 +142,24 @@ def test_bad_category_fails_before_any_download(served, tmp_path, monkeypatch):
     write_params(tmp_path, base_url=served.url, categories={"car": ["car", "firetruk"], "not_car": ["apple"]},
                  max_per_category=5)
     with pytest.raises(PipelineError, match="'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'"):
-        download.main("car")
+        download.main()
     assert served.requests == []
+
+
+def test_not_car_all_fetches_only_the_rows_balancing_uses_and_skips_missing_names(served, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    write_category_files(served.folder, {"apple": 40, "cloud": 5, "tree": 40})
+    write_params(tmp_path, base_url=served.url, categories={"car": ["car"], "not_car": "all"}, max_per_category=20,
+                 unseen={"car": [], "not_car": ["tree"]}, unseen_drawings=3, test_size=0.25, val_size=0)
+    download.main()
+    # 20 car drawings shared evenly over the not-car files the mirror has: cloud gives its 5, the others 8 and 7
+    rows = {path.stem: len(np.load(path)) for path in (tmp_path / "data/raw").glob("*.npy")}
+    assert rows == {"car": 20, "pickup truck": 8, "apple": 7, "cloud": 5, "tree": 3}
+    fetched = [(path, header) for path, header in served.requests if path == "/apple.npy"]
+    assert fetched == [("/apple.npy", "bytes=0-1023"), ("/apple.npy", f"bytes=0-{128 + 7 * ROW_BYTES - 1}")]
+    skipped = json.loads((tmp_path / "metrics/download.json").read_text())["skipped"]
+    assert len(skipped) == 345 - 5 and "bicycle" in skipped and "tree" not in skipped
+    assert "warning: 340 of 343 not-car categories are not at" in capsys.readouterr().err
+    preprocess.main()
+    assert json.loads((tmp_path / "metrics/data.json").read_text())["test"] == {"total": 10, "car": 5, "not_car": 5}

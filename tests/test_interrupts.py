@@ -10,10 +10,11 @@ import time
 import pytest
 
 from carsketch.errors import INTERRUPTED_STATUS
+from carsketch.paths import FEATURIZED_SPLITS
 from conftest import REPO_ROOT, write_category_files, write_params
 from stages import preprocess
 
-FEATURES = ("train", "val", "test")
+FEATURES = FEATURIZED_SPLITS
 
 
 @pytest.fixture

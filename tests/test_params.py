@@ -25,7 +25,7 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
     expected = [
         "epoch: unknown key",
         "categories.car: 'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'?",
-        "categories.not_car: 'car' is listed in both car and not_car",
+        "categories.not_car: 'car' is listed twice, here and in categories.car",
         "max_per_category: must be an integer of at least 1 or null, not -3",
         "test_size: must be a number above 0 and below 1, not 1.5",
         f"weights: no such file",
@@ -56,3 +56,30 @@ def test_an_empty_side_is_an_error(tmp_path):
     write_params(tmp_path, categories={"car": [], "not_car": ["apple"]})
     with pytest.raises(PipelineError, match="categories.car: must be a non-empty list"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_unseen_categories_are_checked_with_the_trained_ones(tmp_path):
+    write_params(tmp_path, unseen={"car": ["tractor", "car"], "not_car": ["pianoo"], "other": []}, unseen_drawings=0)
+    with pytest.raises(PipelineError) as error:
+        load_params(tmp_path / "params.yaml")
+    lines = [line.strip() for line in str(error.value).splitlines()[1:]]
+    assert lines == ["unseen.other: unknown key (expected car and not_car)",
+                     "unseen.car: 'car' is listed twice, here and in categories.car",
+                     "unseen.not_car: 'pianoo' is not a Quick, Draw! category; did you mean 'piano'? (the 345 names are "
+                     "in carsketch/quickdraw_categories.txt)",
+                     "unseen_drawings: must be an integer of at least 1 or null, not 0"]
+    write_params(tmp_path, unseen={"car": ["tractor"], "not_car": []}, unseen_drawings=None)
+    assert load_params(tmp_path / "params.yaml").unseen.labels() == {"tractor": 1}
+
+
+def test_not_car_all_is_every_other_category(tmp_path):
+    write_params(tmp_path, categories={"car": ["car", "bus"], "not_car": "all"},
+                 unseen={"car": ["tractor"], "not_car": ["piano"]})
+    categories = load_params(tmp_path / "params.yaml").categories
+    assert categories.not_car_all and len(categories.not_car) == 345 - 4
+    assert not {"car", "bus", "tractor", "piano"} & set(categories.not_car) and "bicycle" in categories.not_car
+    write_params(tmp_path, categories={"car": "all", "not_car": "everything"})
+    with pytest.raises(PipelineError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert "categories.car: must be a non-empty list of Quick, Draw! category names\n" in str(error.value) + "\n"
+    assert "categories.not_car: must be a non-empty list of Quick, Draw! category names, or all" in str(error.value)

@@ -83,7 +83,7 @@ def test_preprocess_is_byte_identical_when_rerun(raw_project):
     preprocess.main()
     files = sorted((raw_project / "data/processed").rglob("*.npy"))
     first = [path.read_bytes() for path in files]
-    assert len(files) == 9
+    assert len(files) == 12  # x, y, category of train, val, test and the (here empty) unseen split
     preprocess.main()
     assert first == [path.read_bytes() for path in files]
 
@@ -99,5 +99,5 @@ def test_the_training_seed_does_not_move_the_split(raw_project):
 
 def test_preprocess_without_download_says_what_to_run(raw_project):
     (raw_project / "data/raw/bus.npy").unlink()
-    with pytest.raises(PipelineError, match=r"bus.npy is missing: run the download stages first"):
+    with pytest.raises(PipelineError, match=r"bus.npy is missing: run the download stage first"):
         preprocess.main()

@@ -50,6 +50,30 @@ def test_stages_write_features_model_log_metrics_and_plots(trained_project):
     assert len(confusion) == 40 and set(confusion[0]) == {"actual", "predicted"}
     roc = json.loads((trained_project / "metrics/plots/roc.json").read_text())
     assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}
+    # no unseen categories listed: no unseen figures, and data.json as before
+    assert not any(key.startswith("unseen") for key in metrics)
+    assert set(json.loads((trained_project / "metrics/data.json").read_text())) == {"train", "val", "test"}
+    assert json.loads((trained_project / "metrics/unseen_per_category.json").read_text()) == {}
+
+
+def test_unseen_categories_are_scored_apart_and_never_trained_on(tmp_path, monkeypatch, backbone_file):
+    monkeypatch.chdir(tmp_path)
+    write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40, "van": 12,
+                                                 "cloud": 9})
+    write_params(tmp_path, **PARAMS, unseen={"car": ["van"], "not_car": ["cloud"]})
+    for stage in (preprocess, featurize, train, evaluate):
+        stage.main()
+    for split in ("train", "val", "test"):
+        assert not {"van", "cloud"} & set(load_array(f"data/processed/{split}/category.npy").tolist())
+    assert load_array("data/features/unseen.npy").shape == (21, 1280)
+    assert json.loads((tmp_path / "metrics/data.json").read_text())["unseen"] == {"total": 21, "car": 12, "not_car": 9}
+    metrics = json.loads((tmp_path / "metrics/metrics.json").read_text())
+    assert metrics["unseen_car_drawings"] == 12 and metrics["unseen_not_car_drawings"] == 9
+    table = json.loads((tmp_path / "metrics/unseen_per_category.json").read_text())
+    assert {name: (entry["label"], entry["drawings"]) for name, entry in table.items()} == {
+        "van": ("car", 12), "cloud": ("not_car", 9)}
+    assert metrics["unseen_car_recall"] == table["van"]["predicted_car_share"]
+    assert metrics["unseen_false_car_rate"] == table["cloud"]["predicted_car_share"]
 
 
 def test_training_twice_gives_the_same_model(trained_project):
@@ -84,8 +108,10 @@ def test_metrics_of_known_predictions():
 def test_per_category_table():
     table = per_category(np.array(["car", "car", "apple"]), np.array([1, 1, 0]), np.array([0.9, 0.1, 0.7]), 0.5)
     assert table == {
-        "apple": {"label": "not_car", "drawings": 1, "accuracy": 0.0, "predicted_car_share": 1.0},
-        "car": {"label": "car", "drawings": 2, "accuracy": 0.5, "predicted_car_share": 0.5},
+        "apple": {"label": "not_car", "drawings": 1, "accuracy": 0.0, "predicted_car_share": 1.0,
+                  "mean_car_probability": pytest.approx(0.7)},
+        "car": {"label": "car", "drawings": 2, "accuracy": 0.5, "predicted_car_share": 0.5,
+                "mean_car_probability": pytest.approx(0.5)},
     }
 
 
@@ -95,10 +121,12 @@ def test_metrics_and_curves_are_scikit_learns():
     probability = np.round(np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1), 2)  # many ties, and exact 0s and 1s
     results = classification_metrics(y, probability, 0.5)
     predicted = probability >= 0.5
+    calibration = {key: results.pop(key) for key in ("brier", "ece")}
     assert results == pytest.approx({
         "accuracy": skm.accuracy_score(y, predicted), "loss": skm.log_loss(y, probability),
         "precision": skm.precision_score(y, predicted), "recall": skm.recall_score(y, predicted),
         "f1": skm.f1_score(y, predicted), "roc_auc": skm.roc_auc_score(y, probability)}, abs=1e-12)
+    assert calibration["brier"] == pytest.approx(skm.brier_score_loss(y, probability), abs=1e-12)
     fpr, tpr = roc_curve(y, probability)
     expected_fpr, expected_tpr, _ = skm.roc_curve(y, probability, drop_intermediate=False)
     np.testing.assert_allclose(fpr, expected_fpr)
@@ -112,3 +140,10 @@ def test_metrics_of_one_label_and_of_no_predicted_car():
     results = classification_metrics(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)
     assert results["roc_auc"] is None and results["precision"] == results["recall"] == results["f1"] == 0.0
     assert results["accuracy"] == 1.0
+
+
+def test_expected_calibration_error_of_known_bins():
+    y = np.array([1, 0, 0, 0, 1, 1])
+    probability = np.array([0.1, 0.1, 0.1, 0.1, 0.95, 0.95])  # two bins: 4 at 0.1 with 1 car, 2 at 0.95 with 2
+    expected = (4 * abs(0.25 - 0.1) + 2 * abs(1 - 0.95)) / 6
+    assert classification_metrics(y, probability, 0.5)["ece"] == pytest.approx(expected)
