@@ -11,8 +11,7 @@ import yaml
 from conftest import REPO_ROOT
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-# Each stage's definition, a `foreach` stage's by its `do` template.
-STAGES = {name: stage.get("do", stage) for name, stage in DVC_YAML["stages"].items()}
+STAGES = DVC_YAML["stages"]
 
 
 def module_of(stage: str) -> str:
