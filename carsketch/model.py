@@ -19,12 +19,11 @@ from torch import nn
 from carsketch.errors import PipelineError
 from carsketch.files import atomic_path
 from carsketch.inference import INFERENCE_BATCH
+from carsketch.params import BACKBONE_BLOCKS
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 
 FEATURE_DIM = 1280
-# Blocks in torchvision's mobilenet_v2().features: the backbone's state dict names them features.0 to features.18.
-BACKBONE_BLOCKS = 19
 LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 
 
@@ -174,7 +173,8 @@ def build_trained_part(backbone_file: Path | str, trainable_blocks: int = 0, see
 
 def full_state_dict(backbone_file: Path | str, trained: TrainedPart) -> dict[str, torch.Tensor]:
     """A CarSketchClassifier's state dict (on the CPU) from the backbone file and a trained part, without
-    building the backbone: its frozen blocks are the file's blocks before the trained ones."""
+    building the backbone: its frozen blocks are the file's blocks (features.0 to features.18) before the trained
+    ones."""
     backbone = torch.load(backbone_file, map_location="cpu", weights_only=True)
     boundary = BACKBONE_BLOCKS - len(trained.trainable)
     state = {f"frozen.{name.removeprefix('features.')}": tensor for name, tensor in backbone.items()

@@ -21,7 +21,7 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 # `categories.not_car: all`: every Quick, Draw! category not listed as car or unseen.
 ALL = "all"
-# MobileNetV2's convolutional blocks; at least the first stays frozen.
+# MobileNetV2's convolutional blocks (torchvision's mobilenet_v2().features); at least the first stays frozen.
 BACKBONE_BLOCKS = 19
 
 
