@@ -10,28 +10,18 @@ from typing import Callable, Iterator
 
 import numpy as np
 import onnx
-import onnxruntime
 import torch
 
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyWriter, atomic_path
-from carsketch.inference import BITMAPS, INFERENCE_BATCH, session
+from carsketch.inference import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
 from carsketch.model import CarSketchClassifier, batched, frozen_autocast
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
 
 FeatureFunction = Callable[[np.ndarray], torch.Tensor]
-
-
-def _onnxruntime_providers(device: torch.device) -> list | None:
-    """ONNX Runtime's providers for `device`; None on CUDA where this onnxruntime has no CUDA provider."""
-    if device.type != "cuda":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return None
-    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
 
 def feature_function(classifier: CarSketchClassifier, image_size: int, engine: str,
@@ -45,10 +35,11 @@ def feature_function(classifier: CarSketchClassifier, image_size: int, engine: s
     """
     if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"unknown featurize engine {engine!r}")
-    providers = _onnxruntime_providers(device)
-    if engine == "onnxruntime" and providers is not None and not (autocast and device.type == "cuda"):
+    on_cuda = device.type == "cuda"
+    chosen = providers("auto" if on_cuda else "cpu", device.index or 0)
+    if engine == "onnxruntime" and (not on_cuda or (chosen != [CPU_PROVIDER] and not autocast)):
         frozen_model = frozen_model or export_frozen(classifier, image_size)
-        frozen = session(frozen_model.SerializeToString(), providers, threads=torch.get_num_threads())
+        frozen = session(frozen_model.SerializeToString(), chosen, threads=torch.get_num_threads())
         return lambda bitmaps: torch.from_numpy(frozen.run(
             None, {BITMAPS: np.asarray(bitmaps, np.uint8).reshape(-1, BITMAP_PIXELS)})[0])
     classifier.to(device)

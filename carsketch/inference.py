@@ -21,17 +21,21 @@ BITMAPS = "bitmaps"
 FROZEN_FEATURES = "frozen_features"
 CAR_PROBABILITY = "car_probability"
 CONFIG_KEY = "carsketch_config"
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def providers(device: str = "auto") -> list[str]:
-    """ONNX Runtime's providers for a `device` setting: auto is CUDA where this onnxruntime has it, else the CPU."""
+def providers(device: str = "auto", index: int = 0) -> list:
+    """ONNX Runtime's providers for a `device` setting: auto is CUDA (GPU `index`) where this onnxruntime has it,
+    else the CPU."""
     import onnxruntime
 
     has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     if device == "cuda" and not has_cuda:
         raise PipelineError("device cuda, but this onnxruntime has no CUDA provider (pip install onnxruntime-gpu); "
                             "use device auto or cpu")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda and device != "cpu" else ["CPUExecutionProvider"]
+    if has_cuda and device != "cpu":
+        return [("CUDAExecutionProvider", {"device_id": index}), CPU_PROVIDER]
+    return [CPU_PROVIDER]
 
 
 def session(model: bytes | str, device_providers: list, threads: int = 0):

@@ -41,3 +41,18 @@ def test_device_autocast_and_workers_are_validated(tmp_path):
     assert "device: must be one of auto, cpu, cuda, not 'gpu'" in str(error.value)
     assert "autocast: must be true or false, not 'yes'" in str(error.value)
     assert "workers: must be an integer of at least 1, not 0" in str(error.value)
+
+
+def test_onnxruntime_providers_follow_the_device_setting(monkeypatch):
+    import onnxruntime
+
+    from carsketch.inference import providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert providers("auto") == providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(PipelineError, match="no CUDA provider \\(pip install onnxruntime-gpu\\); use device auto or cpu"):
+        providers("cuda")
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert providers("auto", 1) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers("cpu") == ["CPUExecutionProvider"]
