@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
 from carsketch.labels import LABEL_NAMES
-from carsketch.quickdraw import BITMAP_PIXELS
+from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
 
 def allocate_evenly(available: dict[str, int], total: int) -> dict[str, int]:
@@ -78,7 +78,7 @@ def _raw_files(raw_dir: Path, labels: dict[str, int]) -> tuple[list[str], dict[s
     code = {name: index for index, name in enumerate(names)}
     sources = {}
     for category in labels:
-        path = Path(raw_dir) / f"{category}.npy"
+        path = Path(raw_dir) / category_file(category)
         if not path.exists():
             raise PipelineError(f"{path} is missing: run the download stage first (dvc repro preprocess)")
         sources[code[category]] = NpyRows(path)

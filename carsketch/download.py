@@ -25,7 +25,7 @@ from carsketch.errors import PipelineError
 from carsketch.files import NPY_HEADER_READERS, atomic_path
 from carsketch.params import Categories
 from carsketch.progress import progress
-from carsketch.quickdraw import BITMAP_PIXELS
+from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
 # Google's files have a 128-byte .npy header; a longer one costs a second request, never wrong data.
 HEADER_GUESS_BYTES = 128
@@ -164,7 +164,7 @@ def _fetch_local(path, destination, max_rows, bar, stats):
 
 def category_location(base_url, category):
     """Where `<category>.npy` lives: ("http", url) for HTTP(S), ("file", path) for a folder or file:// URL."""
-    filename = f"{category}.npy"
+    filename = category_file(category)
     scheme = urllib.parse.urlsplit(base_url).scheme
     if scheme in ("http", "https"):
         return "http", f"{base_url.rstrip('/')}/{urllib.parse.quote(filename)}"
@@ -214,7 +214,7 @@ def sync_categories(base_url: str, rows_to_fetch: dict[str, int | None], folder:
     """
     reports, failures = {}, []
     for category, max_rows in rows_to_fetch.items():
-        destination = folder / f"{category}.npy"
+        destination = folder / category_file(category)
         wanted = {"source": str(category_location(base_url, category)[1]), "max_rows": max_rows}
         report = previous.get(category, {})
         if destination.is_file() and {key: report.get(key) for key in wanted} == wanted:
@@ -224,7 +224,7 @@ def sync_categories(base_url: str, rows_to_fetch: dict[str, int | None], folder:
             reports[category] = {**wanted, **fetch_category(base_url, category, destination, max_rows)}
         except PipelineError as error:
             failures.append(f"{category}: {error}")
-    for stale in set(folder.glob("*.npy")) - {folder / f"{category}.npy" for category in rows_to_fetch}:
+    for stale in set(folder.glob(category_file("*"))) - {folder / category_file(category) for category in rows_to_fetch}:
         stale.unlink()
     return reports, failures
 

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from carsketch.quickdraw import category_file
+
 RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 FEATURES_DIR = Path("data/features")
@@ -30,5 +32,5 @@ UNSEEN_PER_CATEGORY_FILE = Path("metrics/unseen_per_category.json")
 
 def raw_file(category: str) -> Path:
     """One category's drawings as the download stage wrote them."""
-    return RAW_DIR / f"{category}.npy"
+    return RAW_DIR / category_file(category)
 

@@ -1,4 +1,4 @@
-"""Facts of the Quick, Draw! dataset: its bitmap size and its 345 category names."""
+"""Facts of the Quick, Draw! dataset: its bitmap size, its 345 category names and how its files are named."""
 
 import difflib
 from pathlib import Path
@@ -9,6 +9,11 @@ BITMAP_SIDE = 28
 BITMAP_PIXELS = BITMAP_SIDE * BITMAP_SIDE
 CATEGORY_LIST = Path(__file__).with_name("quickdraw_categories.txt")
 CATEGORIES = tuple(CATEGORY_LIST.read_text().splitlines())
+
+
+def category_file(category: str) -> str:
+    """The name of a category's numpy_bitmap file, in Google's bucket as in data/raw."""
+    return f"{category}.npy"
 
 
 def unknown_category_message(name: str) -> str | None:
