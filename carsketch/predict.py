@@ -18,10 +18,12 @@ import numpy as np
 
 from carsketch.drawings import drawing_name, ndjson_drawings, read_drawings, read_npy_bitmaps
 from carsketch.errors import PipelineError
+from carsketch.files import NpyRows
 from carsketch.inference import INFERENCE_BATCH, OnnxModel
 from carsketch.labels import LABEL_NAMES
 from carsketch.params import DEVICES
 from carsketch.paths import ONNX_MODEL_FILE
+from carsketch.quickdraw import BITMAP_SIDE
 
 STDIN = "-"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -37,10 +39,12 @@ def label_for(probability: float, threshold: float) -> str:
 
 
 def _npy_drawings(path: str) -> Iterator[Drawing | str]:
-    """An .npy file's drawings, read through a memory map a batch at a time; a blank row is a problem."""
-    bitmaps = read_npy_bitmaps(path)
+    """An .npy file's drawings, a batch at a time with plain reads (NpyRows, as the stages read theirs: memory
+    stays flat for a file of any size); a blank row is a problem."""
+    checked = read_npy_bitmaps(path)  # uint8 bitmaps of a shape the model takes, or a PipelineError
+    bitmaps = NpyRows(path) if checked.flags.c_contiguous else checked  # a Fortran-ordered file: as numpy reads it
     for start in range(0, len(bitmaps), INFERENCE_BATCH):
-        block = np.asarray(bitmaps[start:start + INFERENCE_BATCH])
+        block = np.asarray(bitmaps[start:start + INFERENCE_BATCH]).reshape(-1, BITMAP_SIDE, BITMAP_SIDE)
         for row, bitmap in enumerate(block, start):
             yield (path, row, bitmap) if bitmap.any() else f"{drawing_name(path, row)}: empty drawing (blank bitmap)"
 
