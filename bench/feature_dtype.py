@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.scale import CAR_CATEGORIES, DRAWINGS_DIR, WEIGHTS
+from bench.project import SHARED_CAR_CATEGORIES, SHARED_DRAWINGS, SHARED_WEIGHTS, missing_from_shared
 from carsketch.dataset import sample_balanced, split_train_val_test
 from carsketch.evaluation import check_agreement, classification_metrics
 from carsketch.export import export_frozen, export_model, save_onnx
@@ -34,15 +34,16 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
-    if not DRAWINGS_DIR.is_dir() or not WEIGHTS.is_file():
-        print(f"skipped: {DRAWINGS_DIR} or {WEIGHTS} is missing")
+    skipped = missing_from_shared()
+    if skipped:
+        print(skipped)
         return 0
     params = load_params()
-    labels = {path.stem: int(path.stem in CAR_CATEGORIES) for path in sorted(DRAWINGS_DIR.glob("*.npy"))}
-    sample = sample_balanced(DRAWINGS_DIR, labels, params.split_seed)
+    labels = {path.stem: int(path.stem in SHARED_CAR_CATEGORIES) for path in sorted(SHARED_DRAWINGS.glob("*.npy"))}
+    sample = sample_balanced(SHARED_DRAWINGS, labels, params.split_seed)
     splits = split_train_val_test(sample.category, params.test_size, params.val_size, params.split_seed)
     bitmaps = {split: sample.bitmaps(rows) for split, rows in splits.items()}
-    classifier = build_classifier(WEIGHTS)
+    classifier = build_classifier(SHARED_WEIGHTS)
     frozen = export_frozen(classifier, args.image_size)
     function = feature_function(classifier, args.image_size, "onnxruntime", frozen_model=frozen)
     report = {"image_size": args.image_size, "drawings": {s: len(r) for s, r in splits.items()}, "dtypes": {}}
@@ -54,12 +55,12 @@ def main() -> int:
             features = {split: NpyRows(path) for split, path in paths.items()}
             runs = []
             for seed in args.seeds:
-                trained = build_trained_part(WEIGHTS, seed=seed)
+                trained = build_trained_part(SHARED_WEIGHTS, seed=seed)
                 started = time.perf_counter()
                 fit(trained, features["train"], sample.y[splits["train"]], params.epochs, params.batch_size,
                     params.lr, seed, params.lr_schedule)
                 seconds = time.perf_counter() - started
-                config = model_config(args.image_size, 0, WEIGHTS, {})
+                config = model_config(args.image_size, 0, SHARED_WEIGHTS, {})
                 save_onnx(export_model(frozen, trained, features["test"].shape[1:], config), Path(folder) / "model.onnx")
                 model = OnnxModel(Path(folder) / "model.onnx", "cpu")
                 probability = model.proba_from_frozen(features["test"])

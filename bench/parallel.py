@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.project import COMMAND_ENV, REPO_ROOT, commit, make_project, run, stages_ran
+from bench.project import (COMMAND_ENV, REPO_ROOT, SHARED_DRAWINGS, SHARED_WEIGHTS, commit, make_project,
+                           missing_from_shared, run, stages_ran)
 from carsketch.mirror import serve
 
-SHARED_DIR = REPO_ROOT.parent / "shared"
-DRAWINGS_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
-WEIGHTS_FILE = SHARED_DIR / "weights" / "mobilenet_v2_imagenet.pth"
 REPORT = REPO_ROOT / "bench" / "reports" / "parallel.json"
 CATEGORIES = {"car": ["car", "tractor"],
               "not_car": ["apple", "bicycle", "train", "airplane", "house", "cat", "tree", "clock"]}
@@ -70,14 +68,15 @@ def main() -> int:
     parser.add_argument("--max-per-category", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    if not DRAWINGS_DIR.is_dir() or not WEIGHTS_FILE.is_file():
-        print(f"skipped: needs {DRAWINGS_DIR} and {WEIGHTS_FILE}")
+    skipped = missing_from_shared()
+    if skipped:
+        print(skipped)
         return 0
-    server = serve(DRAWINGS_DIR)
+    server = serve(SHARED_DRAWINGS)
     try:
         with tempfile.TemporaryDirectory() as directory:
             project = Path(directory)
-            make_project(project, base_url=server.url, weights=str(WEIGHTS_FILE), categories=CATEGORIES,
+            make_project(project, base_url=server.url, weights=str(SHARED_WEIGHTS), categories=CATEGORIES,
                          max_per_category=args.max_per_category, epochs=args.epochs, device="cpu")
             started = time.perf_counter()
             run(project, "dvc", "repro")

@@ -13,6 +13,14 @@ from typing import NamedTuple
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# ../shared, beside the repository: the real Quick, Draw! files and ImageNet weights the benchmarks run on.
+SHARED_DIR = REPO_ROOT.parent / "shared"
+DRAWINGS_IN_SHARED = Path("quickdraw/numpy_bitmap")
+WEIGHTS_IN_SHARED = Path("weights/mobilenet_v2_imagenet.pth")
+SHARED_DRAWINGS = SHARED_DIR / DRAWINGS_IN_SHARED
+SHARED_WEIGHTS = SHARED_DIR / WEIGHTS_IN_SHARED
+# The car categories of ../shared; its other files are not car.
+SHARED_CAR_CATEGORIES = ("car", "tractor")
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "stages", "carsketch")
 COMMAND_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "bench",
                "GIT_COMMITTER_EMAIL": "bench@example.com", "DVC_NO_ANALYTICS": "1",
@@ -56,6 +64,15 @@ def run_measured(project: Path, *command: str) -> Measured:
         seconds = time.perf_counter() - start
         output.seek(0)
         return Measured(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), output.read())
+
+
+def missing_from_shared(shared: Path = SHARED_DIR, drawings: tuple[str, ...] = ()) -> str | None:
+    """`skipped: no ...`, naming what a benchmark needs from `shared` and does not find there: the weights, the
+    drawings folder and the `drawings` files in it; None where all of it is there."""
+    needed = [shared / WEIGHTS_IN_SHARED, shared / DRAWINGS_IN_SHARED,
+              *(shared / DRAWINGS_IN_SHARED / name for name in drawings)]
+    missing = [str(path) for path in needed if not path.exists()]
+    return f"skipped: no {', '.join(missing)}" if missing else None
 
 
 def make_project(directory: Path, **overrides) -> dict:

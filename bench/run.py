@@ -23,16 +23,14 @@ from typing import Iterable
 import numpy as np
 import yaml
 
-from bench.project import REPO_ROOT, commit, make_project, run, run_measured, stages_ran
+from bench.project import (DRAWINGS_IN_SHARED, REPO_ROOT, SHARED_CAR_CATEGORIES, SHARED_DIR, WEIGHTS_IN_SHARED, commit,
+                           make_project, missing_from_shared, run, run_measured, stages_ran)
 from carsketch.errors import run_main
 from carsketch.mirror import serve
 from carsketch.params import FEATURIZE_ENGINES, load_params
 from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, METRICS_FILE, PROCESSED_DIR
-from carsketch.quickdraw import BITMAP_PIXELS
+from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
-DRAWINGS_DIR = Path("quickdraw/numpy_bitmap")  # in --shared
-WEIGHTS_FILE = Path("weights/mobilenet_v2_imagenet.pth")  # in --shared
-CAR_CATEGORIES = ("car", "tractor")  # every other file in DRAWINGS_DIR is not car
 BENCH_PARAMS = {"max_per_category": 1500}
 # --quick: val and test need drawings of all 47 categories (100 a category is too few); at 32 px the shared
 # weights' features are all zero (accuracy 0.5), at 64 px they tell car from not car.
@@ -171,8 +169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"a tiny run: {QUICK_PARAMS}, one repeat")
     parser.add_argument("--set", type=override, action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml value (YAML) for the benchmarked project; repeatable")
-    parser.add_argument("--shared", type=Path, default=REPO_ROOT.parent / "shared",
-                        help=f"folder with {DRAWINGS_DIR}/ and {WEIGHTS_FILE} (default: ../shared)")
+    parser.add_argument("--shared", type=Path, default=SHARED_DIR,
+                        help=f"folder with {DRAWINGS_IN_SHARED}/ and {WEIGHTS_IN_SHARED} (default: ../shared)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "reports", help="where the report goes")
     return parser.parse_args(argv)
 
@@ -187,14 +185,13 @@ def machine_facts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    drawings_dir, weights = args.shared / DRAWINGS_DIR, args.shared / WEIGHTS_FILE
-    missing = [str(path) for path in (weights, *(drawings_dir / f"{name}.npy" for name in CAR_CATEGORIES))
-               if not path.is_file()]
-    if missing:
-        print(f"skipped: no {', '.join(missing)}")
+    drawings_dir, weights = args.shared / DRAWINGS_IN_SHARED, args.shared / WEIGHTS_IN_SHARED
+    skipped = missing_from_shared(args.shared, tuple(category_file(name) for name in SHARED_CAR_CATEGORIES))
+    if skipped:
+        print(skipped)
         return 0
     repeats = 1 if args.quick else 3
-    not_car = sorted(path.stem for path in drawings_dir.glob("*.npy") if path.stem not in CAR_CATEGORIES)
+    not_car = sorted(path.stem for path in drawings_dir.glob("*.npy") if path.stem not in SHARED_CAR_CATEGORIES)
     machine = machine_facts()
     server = serve(drawings_dir)
     try:
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             project = Path(directory)
             written = make_project(project, **{
                 "base_url": server.url, "weights": str(weights), **BENCH_PARAMS,
-                "categories": {"car": list(CAR_CATEGORIES), "not_car": not_car},
+                "categories": {"car": list(SHARED_CAR_CATEGORIES), "not_car": not_car},
                 **(QUICK_PARAMS if args.quick else {}), **dict(args.set)})
             params = load_params(project / "params.yaml")  # a bad --set value stops here, before any work
             machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

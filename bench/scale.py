@@ -25,15 +25,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.project import commit, make_project, run, run_measured, stages_ran
+from bench.project import (SHARED_CAR_CATEGORIES, SHARED_DRAWINGS, SHARED_WEIGHTS, commit, make_project,
+                           missing_from_shared, run, run_measured, stages_ran)
 from carsketch.files import NpyWriter
 from carsketch.mirror import MirrorHandler, serve
 from carsketch.paths import ONNX_MODEL_FILE
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DRAWINGS_DIR = SHARED / "quickdraw" / "numpy_bitmap"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
-CAR_CATEGORIES = ("car", "tractor")
 STAGES = ("weights", "download", "preprocess", "featurize", "train", "evaluate")
 
 
@@ -68,9 +65,9 @@ def tile_rows(source: Path, destination: Path, rows: int) -> None:
 def build_mirror(folder: Path, drawings: int, not_car: list[str]) -> None:
     """Files holding what `drawings` balanced drawings need: half over the car side, half over not_car."""
     folder.mkdir(parents=True)
-    for names in (CAR_CATEGORIES, not_car):
+    for names in (SHARED_CAR_CATEGORIES, not_car):
         for name in names:
-            tile_rows(DRAWINGS_DIR / f"{name}.npy", folder / f"{name}.npy", math.ceil(drawings / 2 / len(names)))
+            tile_rows(SHARED_DRAWINGS / f"{name}.npy", folder / f"{name}.npy", math.ceil(drawings / 2 / len(names)))
 
 
 def predict_run(project: Path, bitmaps: Path) -> dict:
@@ -93,18 +90,19 @@ def predict_run(project: Path, bitmaps: Path) -> dict:
 
 def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) -> dict:
     """The whole pipeline at one size, each stage measured; then predict and one added category."""
-    categories = sorted(path.stem for path in DRAWINGS_DIR.glob("*.npy"))
-    not_car = [name for name in categories if name not in CAR_CATEGORIES]
+    categories = sorted(path.stem for path in SHARED_DRAWINGS.glob("*.npy"))
+    not_car = [name for name in categories if name not in SHARED_CAR_CATEGORIES]
     held_back = not_car.pop()
     build_mirror(workdir / "mirror", drawings, not_car)
-    tile_rows(DRAWINGS_DIR / f"{held_back}.npy", workdir / "mirror" / f"{held_back}.npy",
+    tile_rows(SHARED_DRAWINGS / f"{held_back}.npy", workdir / "mirror" / f"{held_back}.npy",
               math.ceil(drawings / 2 / len(not_car)))
     server = serve(workdir / "mirror", handler=CountingHandler)
     server.bytes_sent = 0
     project = workdir / "project"
     project.mkdir()
-    make_project(project, base_url=server.url, max_per_category=None, weights=str(WEIGHTS), image_size=image_size,
-                 categories={"car": list(CAR_CATEGORIES), "not_car": not_car})
+    make_project(project, base_url=server.url, max_per_category=None, weights=str(SHARED_WEIGHTS),
+                 image_size=image_size,
+                 categories={"car": list(SHARED_CAR_CATEGORIES), "not_car": not_car})
     result = {"drawings_asked": drawings, "dvc_alone": measured(project, "dvc", "status"), "stages": {}}
     for stage in STAGES:
         result["stages"][stage] = measured(project, "dvc", "repro", "-s", stage)
@@ -119,7 +117,7 @@ def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) 
                             for folder in ("raw", "processed", "features")}
     if with_predict:
         bitmaps = workdir / "predict.npy"
-        tile_rows(DRAWINGS_DIR / "car.npy", bitmaps, result["drawings"])
+        tile_rows(SHARED_DRAWINGS / "car.npy", bitmaps, result["drawings"])
         result["predict"] = predict_run(project, bitmaps)
         bitmaps.unlink()
     commit(project, "full repro")
@@ -142,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("bench/reports/scale.json"))
     args = parser.parse_args(argv)
-    if not DRAWINGS_DIR.is_dir() or not WEIGHTS.is_file():
-        print(f"skipped: {DRAWINGS_DIR} or {WEIGHTS} is missing")
+    skipped = missing_from_shared()
+    if skipped:
+        print(skipped)
         return 0
     report = {"image_size": args.image_size, "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
               "sizes": {}}

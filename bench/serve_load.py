@@ -28,13 +28,13 @@ import httpx
 import numpy as np
 import yaml
 
+from bench.project import REPO_ROOT
 from carsketch.drawings import strokes_to_bitmap
 from carsketch.export import export_classifier, save_onnx
 from carsketch.inference import OnnxModel
 from carsketch.model import build_classifier, model_config
 from carsketch.paths import ONNX_MODEL_FILE
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager

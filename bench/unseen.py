@@ -20,13 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.project import REPO_ROOT, commit, make_project, run
+from bench.project import (REPO_ROOT, SHARED_DRAWINGS, SHARED_WEIGHTS, commit, make_project, missing_from_shared,
+                           run)
 from carsketch.mirror import serve
 from carsketch.paths import METRICS_FILE, UNSEEN_PER_CATEGORY_FILE
 
-SHARED_DIR = REPO_ROOT.parent / "shared"
-DRAWINGS_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
-WEIGHTS_FILE = SHARED_DIR / "weights" / "mobilenet_v2_imagenet.pth"
 # Non-vehicles, chosen before any run: shape look-alikes of what the model missed outside ../shared (a box on
 # legs like a couch or a computer: piano; two joined circles like binoculars: headphones, scissors; a dome
 # like a hat: mushroom; a low body on a line: snail; wheel-like rounds: donut, cookie) and plainer others.
@@ -81,15 +79,16 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "reports")
     args = parser.parse_args()
-    if not DRAWINGS_DIR.is_dir() or not WEIGHTS_FILE.is_file():
-        print(f"skipped: needs {DRAWINGS_DIR} and {WEIGHTS_FILE}")
+    skipped = missing_from_shared()
+    if skipped:
+        print(skipped)
         return 0
-    server = serve(DRAWINGS_DIR)
+    server = serve(SHARED_DRAWINGS)
     results: dict[str, list[dict]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-unseen-") as directory:
             project = Path(directory)
-            make_project(project, base_url=server.url, weights=str(WEIGHTS_FILE), **PARAMS)
+            make_project(project, base_url=server.url, weights=str(SHARED_WEIGHTS), **PARAMS)
             run(project, "dvc", "repro")
             commit(project, "default run")
             for name in args.recipe:

@@ -9,8 +9,8 @@ from conftest import SHARED_DIR, make_bitmaps
 from carsketch import model as model_module
 from carsketch.errors import PipelineError
 from carsketch.features import featurize, featurize_to_file, feature_function
-from carsketch.model import (FEATURE_DIM, TrainedModel, build_classifier, build_trained_part, fetch_backbone_weights,
-                             full_state_dict, load_trained_model, model_config, save_model)
+from carsketch.model import (FEATURE_DIM, build_classifier, build_trained_part, fetch_backbone_weights, load_trained_model,
+                             model_config, save_model)
 from carsketch.sketch import to_model_input
 from carsketch.training import Adam, fit
 
