@@ -20,7 +20,7 @@ from carsketch.training import fit, format_epoch, write_log
 
 
 def train(params: Params, device: torch.device) -> None:
-    features = {split: NpyRows(FEATURES_DIR / f"{split}.npy") for split in ("train", "val")}
+    features = {split: NpyRows(FEATURES_DIR / f"{split}.npy").small_in_memory() for split in ("train", "val")}
     labels = {split: load_array(PROCESSED_DIR / split / "y.npy") for split in ("train", "val")}
     trained = build_trained_part(BACKBONE_FILE, params.trainable_blocks, params.seed).to(device)
     log = fit(trained, features["train"], labels["train"], params.epochs, params.batch_size, params.lr, params.seed,
