@@ -57,6 +57,13 @@ def test_repro_then_experiment_reruns_only_train_and_evaluate(project):
     assert "accuracy" in table and "loss" in table
     assert "seed" in run(project, "dvc", "params", "diff")
 
+    # the confusion plot (a row per test drawing) is in DVC's cache, not git, and still compares across revisions
+    assert "metrics/plots/confusion.json" not in run(project, "git", "ls-files", "metrics")
+    plots = json.loads(run(project, "dvc", "plots", "diff", "HEAD", "--json"))["data"]
+    confusion = plots["metrics/plots/confusion.json"][0]
+    assert confusion["revisions"] == ["workspace", "HEAD"]
+    assert {row["rev"] for row in confusion["content"]["data"]["values"]} == {"workspace", "HEAD"}
+
 
 def test_new_weights_in_the_same_file_show_in_dvc_status(project, tmp_path):
     run(project, "dvc", "repro", "weights")
