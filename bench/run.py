@@ -79,7 +79,7 @@ def bench_pipeline(project: Path, repeats: int) -> dict:
     commit(project, "full run")
     for setting in EXPERIMENTS:
         runs = []
-        for _ in range(repeats):  # each from the committed run, taking turns with nothing else
+        for _ in range(repeats):  # each from the committed run
             restore_committed_run(project)
             runs.append(measure(project, "dvc", "exp", "run", "-S", setting))
         experiment = {**runs[-1], "seconds": statistics.median(row["seconds"] for row in runs),

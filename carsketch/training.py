@@ -1,7 +1,8 @@
 """Training the head (and any trainable backbone blocks) on cached frozen features.
 
 Adam on binary cross-entropy with logits, deterministic for a given seed. Features may be read from disk
-(NpyRows): each mini-batch is gathered from them, so memory stays bounded by the batch, not the data set.
+(NpyRows): each mini-batch is gathered from them, so memory stays bounded by the batch, not the data set (train
+reads files of up to 256 MiB whole, NpyRows.small_in_memory).
 
 Under torch.distributed it is data parallel (DistributedDataParallel) with the single-process recipe: every
 process draws the same seeded order, and each takes its share of every global batch; the loss is scaled so
