@@ -26,6 +26,7 @@ from carsketch.files import NpyRows
 from carsketch.inference import OnnxModel
 from carsketch.model import build_classifier, build_trained_part, model_config
 from carsketch.params import FEATURE_DTYPES, load_params
+from carsketch.quickdraw import category_file
 from carsketch.training import fit
 
 
@@ -39,7 +40,8 @@ def main() -> int:
         print(skipped)
         return 0
     params = load_params()
-    labels = {path.stem: int(path.stem in SHARED_CAR_CATEGORIES) for path in sorted(SHARED_DRAWINGS.glob("*.npy"))}
+    labels = {path.stem: int(path.stem in SHARED_CAR_CATEGORIES)
+              for path in sorted(SHARED_DRAWINGS.glob(category_file("*")))}
     sample = sample_balanced(SHARED_DRAWINGS, labels, params.split_seed)
     splits = split_train_val_test(sample.category, params.test_size, params.val_size, params.split_seed)
     bitmaps = {split: sample.bitmaps(rows) for split, rows in splits.items()}

@@ -119,7 +119,7 @@ def download_volume(reports: dict[str, dict], drawings_dir: Path) -> dict:
     """Bytes fetched against the least a download can fetch: each category's rows x 784 plus its .npy header.
 
     `reports` are the download stages' per-category reports, by category."""
-    needed = sum(entry["rows"] * BITMAP_PIXELS + np.load(drawings_dir / f"{name}.npy", mmap_mode="r").offset
+    needed = sum(entry["rows"] * BITMAP_PIXELS + np.load(drawings_dir / category_file(name), mmap_mode="r").offset
                  for name, entry in reports.items())
     fetched = sum(entry["bytes_fetched"] for entry in reports.values())
     return {"bytes_fetched": fetched, "bytes_needed": needed, "ratio_to_needed": fetched / needed,
@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         print(skipped)
         return 0
     repeats = 1 if args.quick else 3
-    not_car = sorted(path.stem for path in drawings_dir.glob("*.npy") if path.stem not in SHARED_CAR_CATEGORIES)
+    not_car = sorted(path.stem for path in drawings_dir.glob(category_file("*"))
+                     if path.stem not in SHARED_CAR_CATEGORIES)
     machine = machine_facts()
     server = serve(drawings_dir)
     try:

@@ -30,6 +30,7 @@ from bench.project import (SHARED_CAR_CATEGORIES, SHARED_DRAWINGS, SHARED_WEIGHT
 from carsketch.files import NpyWriter
 from carsketch.mirror import MirrorHandler, serve
 from carsketch.paths import ONNX_MODEL_FILE
+from carsketch.quickdraw import category_file
 
 STAGES = ("weights", "download", "preprocess", "featurize", "train", "evaluate")
 
@@ -67,7 +68,8 @@ def build_mirror(folder: Path, drawings: int, not_car: list[str]) -> None:
     folder.mkdir(parents=True)
     for names in (SHARED_CAR_CATEGORIES, not_car):
         for name in names:
-            tile_rows(SHARED_DRAWINGS / f"{name}.npy", folder / f"{name}.npy", math.ceil(drawings / 2 / len(names)))
+            tile_rows(SHARED_DRAWINGS / category_file(name), folder / category_file(name),
+                      math.ceil(drawings / 2 / len(names)))
 
 
 def predict_run(project: Path, bitmaps: Path) -> dict:
@@ -90,19 +92,18 @@ def predict_run(project: Path, bitmaps: Path) -> dict:
 
 def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) -> dict:
     """The whole pipeline at one size, each stage measured; then predict and one added category."""
-    categories = sorted(path.stem for path in SHARED_DRAWINGS.glob("*.npy"))
+    categories = sorted(path.stem for path in SHARED_DRAWINGS.glob(category_file("*")))
     not_car = [name for name in categories if name not in SHARED_CAR_CATEGORIES]
     held_back = not_car.pop()
     build_mirror(workdir / "mirror", drawings, not_car)
-    tile_rows(SHARED_DRAWINGS / f"{held_back}.npy", workdir / "mirror" / f"{held_back}.npy",
+    tile_rows(SHARED_DRAWINGS / category_file(held_back), workdir / "mirror" / category_file(held_back),
               math.ceil(drawings / 2 / len(not_car)))
     server = serve(workdir / "mirror", handler=CountingHandler)
     server.bytes_sent = 0
     project = workdir / "project"
     project.mkdir()
     make_project(project, base_url=server.url, max_per_category=None, weights=str(SHARED_WEIGHTS),
-                 image_size=image_size,
-                 categories={"car": list(SHARED_CAR_CATEGORIES), "not_car": not_car})
+                 image_size=image_size, categories={"car": list(SHARED_CAR_CATEGORIES), "not_car": not_car})
     result = {"drawings_asked": drawings, "dvc_alone": measured(project, "dvc", "status"), "stages": {}}
     for stage in STAGES:
         result["stages"][stage] = measured(project, "dvc", "repro", "-s", stage)
@@ -117,7 +118,7 @@ def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) 
                             for folder in ("raw", "processed", "features")}
     if with_predict:
         bitmaps = workdir / "predict.npy"
-        tile_rows(SHARED_DRAWINGS / "car.npy", bitmaps, result["drawings"])
+        tile_rows(SHARED_DRAWINGS / category_file("car"), bitmaps, result["drawings"])
         result["predict"] = predict_run(project, bitmaps)
         bitmaps.unlink()
     commit(project, "full repro")
@@ -128,7 +129,7 @@ def run_size(drawings: int, image_size: int, workdir: Path, with_predict: bool) 
     added = run(project, "dvc", "repro", "preprocess")
     result["add_one_category"] = {
         "category": held_back, "bytes_fetched": server.bytes_sent,
-        "file_bytes": (workdir / "mirror" / f"{held_back}.npy").stat().st_size,
+        "file_bytes": (workdir / "mirror" / category_file(held_back)).stat().st_size,
         "stages_ran": stages_ran(added)}
     server.shutdown()
     return result

@@ -36,7 +36,6 @@ from carsketch.model import build_classifier, model_config
 from carsketch.paths import ONNX_MODEL_FILE
 
 
-
 @contextlib.contextmanager
 def serve_process(model: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """`python -m carsketch serve` on a free loopback port; yields (process, base URL); Ctrl-C stops it after."""
