@@ -68,7 +68,7 @@ def main() -> int:
     parser.add_argument("--max-per-category", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    skipped = missing_from_shared()
+    skipped = missing_from_shared(categories=[name for names in CATEGORIES.values() for name in names])
     if skipped:
         print(skipped)
         return 0

@@ -8,9 +8,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import yaml
+
+from carsketch.quickdraw import category_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ../shared, beside the repository: the real Quick, Draw! files and ImageNet weights the benchmarks run on.
@@ -66,11 +68,11 @@ def run_measured(project: Path, *command: str) -> Measured:
         return Measured(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), output.read())
 
 
-def missing_from_shared(shared: Path = SHARED_DIR, drawings: tuple[str, ...] = ()) -> str | None:
+def missing_from_shared(shared: Path = SHARED_DIR, categories: Iterable[str] = SHARED_CAR_CATEGORIES) -> str | None:
     """`skipped: no ...`, naming what a benchmark needs from `shared` and does not find there: the weights, the
-    drawings folder and the `drawings` files in it; None where all of it is there."""
+    drawings folder and the files of `categories` in it; None where all of it is there."""
     needed = [shared / WEIGHTS_IN_SHARED, shared / DRAWINGS_IN_SHARED,
-              *(shared / DRAWINGS_IN_SHARED / name for name in drawings)]
+              *(shared / DRAWINGS_IN_SHARED / category_file(name) for name in categories)]
     missing = [str(path) for path in needed if not path.exists()]
     return f"skipped: no {', '.join(missing)}" if missing else None
 

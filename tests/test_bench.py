@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bench.project import REPO_ROOT, stages_ran
+from bench.project import DRAWINGS_IN_SHARED, REPO_ROOT, WEIGHTS_IN_SHARED, missing_from_shared, stages_ran
 from bench.run import download_volume, measure, override, parse_args, render_markdown
 
 
@@ -88,3 +88,14 @@ def test_without_the_shared_data_the_benchmark_skips(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--shared", str(tmp_path / "missing")],
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("skipped: no "), result.stderr
+
+
+def test_a_benchmark_names_each_file_it_lacks_in_the_shared_folder(tmp_path):
+    (tmp_path / DRAWINGS_IN_SHARED).mkdir(parents=True)
+    (tmp_path / WEIGHTS_IN_SHARED).parent.mkdir(parents=True)
+    (tmp_path / WEIGHTS_IN_SHARED).write_bytes(b"weights")
+    (tmp_path / DRAWINGS_IN_SHARED / "car.npy").write_bytes(b"drawings")
+    assert missing_from_shared(tmp_path, ["car"]) is None
+    assert missing_from_shared(tmp_path, ["car", "school bus"]) == \
+        f"skipped: no {tmp_path / DRAWINGS_IN_SHARED / 'school bus.npy'}"
+    assert missing_from_shared(tmp_path) == f"skipped: no {tmp_path / DRAWINGS_IN_SHARED / 'tractor.npy'}"
