@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import requests
@@ -47,7 +47,7 @@ class TransientError(Exception):
     """A failure worth retrying: a dropped connection, a timeout, a truncated body, a 5xx."""
 
 
-def parse_npy_header(stream, source):
+def parse_npy_header(stream: BinaryIO, source: str) -> NpyHeader:
     """Read and check a Quick, Draw! .npy header from `stream` (which counts bytes): uint8, C order, (N, 784)."""
     try:
         version = np.lib.format.read_magic(stream)
@@ -162,7 +162,7 @@ def _fetch_local(path, destination, max_rows, bar, stats):
     return rows
 
 
-def category_location(base_url, category):
+def category_location(base_url: str, category: str) -> tuple[str, str | Path]:
     """Where `<category>.npy` lives: ("http", url) for HTTP(S), ("file", path) for a folder or file:// URL."""
     filename = category_file(category)
     scheme = urllib.parse.urlsplit(base_url).scheme
@@ -176,8 +176,9 @@ def category_location(base_url, category):
     return "file", Path(base_url) / filename
 
 
-def fetch_category(base_url, category, destination, max_rows=None, session=None, retries=RETRIES,
-                   backoff_s=BACKOFF_S):
+def fetch_category(base_url: str, category: str, destination: Path, max_rows: int | None = None,
+                   session: requests.Session | None = None, retries: int = RETRIES,
+                   backoff_s: float = BACKOFF_S) -> dict:
     """Fetch one category's drawings into `destination` (.npy, uint8, (N, 784)); returns a report dict.
 
     Transient failures are retried with exponential backoff; the file appears only when complete.

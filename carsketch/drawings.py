@@ -10,6 +10,7 @@ canvas SUPERSAMPLE times finer, whose box-filtered reduction stands in for cairo
 
 import json
 from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
@@ -68,7 +69,7 @@ def _strokes(drawing):
     return strokes
 
 
-def strokes_to_bitmap(drawing):
+def strokes_to_bitmap(drawing: list) -> np.ndarray:
     """Rasterise a drawing's strokes, [[[x, ...], [y, ...]], ...], the way Google made the numpy_bitmap files.
 
     The longer side is scaled to span 255 units first, as Google's simplification did: simplified drawings
@@ -90,7 +91,7 @@ def strokes_to_bitmap(drawing):
     return _reduce(canvas)
 
 
-def load_image(path, max_pixels: int | None = None):
+def load_image(path: Path | str | BinaryIO, max_pixels: int | None = None) -> Image.Image:
     """An image file, decoded in full (so that a corrupt or truncated file fails here) and turned upright.
 
     With max_pixels, a larger image is refused before it is decoded: a small file can hold a huge image.
@@ -132,7 +133,7 @@ def _stroke_width(lines):
     return 2 * lines.sum() / (lines.sum() - inside.sum())
 
 
-def image_to_bitmap(image):
+def image_to_bitmap(image: Image.Image | Path | str) -> np.ndarray:
     """The drawing in an image (a PIL image or a file, any size, either polarity) as a 28x28 dataset bitmap.
 
     It is cropped to its ink and scaled, keeping its aspect ratio, to where the dataset's drawings sit.
@@ -168,7 +169,7 @@ def _widen(canvas):
     return Image.fromarray(np.uint8(255) * (ndimage.distance_transform_edt(~lines) <= reach))
 
 
-def read_npy_bitmaps(path):
+def read_npy_bitmaps(path: Path | str) -> np.ndarray:
     """The bitmaps in an .npy file as (N, 28, 28) uint8: Google's (N, 784) rows, or (N, 28, 28), memory-mapped."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -192,7 +193,7 @@ def _ndjson_drawing(line):
     return record["drawing"]
 
 
-def ndjson_drawings(lines):
+def ndjson_drawings(lines: Iterable[str]) -> Iterator[tuple[int, np.ndarray | str]]:
     """For each non-blank line of Quick, Draw! ndjson, one at a time: (line number, bitmap) or (line number, why not)."""
     for number, line in enumerate(lines, 1):
         if line.strip():
@@ -202,7 +203,7 @@ def ndjson_drawings(lines):
                 yield number, str(error)
 
 
-def read_ndjson(path):
+def read_ndjson(path: Path | str) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, str]]]:
     """Each drawing of a Quick, Draw! .ndjson file as (line number, bitmap), and each bad line as (line, why)."""
     drawings, problems = [], []
     try:
@@ -228,14 +229,14 @@ def _image_drawings(path):
 _READERS = {".npy": _npy_drawings, ".ndjson": read_ndjson, ".jsonl": read_ndjson}
 
 
-def drawing_name(path, index):
+def drawing_name(path: Path | str, index: int | None) -> str:
     """How messages and tables name a drawing: 'file', 'file row 3' (.npy, from 0) or 'file line 3' (from 1)."""
     if index is None:
         return str(path)
     return f"{path} {'row' if Path(path).suffix.lower() == '.npy' else 'line'} {index}"
 
 
-def read_drawings(path):
+def read_drawings(path: Path | str) -> tuple[list[tuple[int | None, np.ndarray]], list[str]]:
     """Every drawing in an image, .npy or .ndjson file: ([(index, bitmap)], [message for each unusable one]).
 
     The index is None for an image, the row of an .npy file (from 0, as numpy counts) and the line of an

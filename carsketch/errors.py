@@ -3,16 +3,18 @@
 import errno
 import os
 import sys
+from typing import Callable, TypeVar
 
 # Exit status of a process stopped by Ctrl-C (SIGINT), as shells report it.
 INTERRUPTED_STATUS = 128 + 2
+Result = TypeVar("Result")
 
 
 class PipelineError(Exception):
     """A problem the user can fix (bad params, unreachable data, missing files); the message says how."""
 
 
-def run_main(main):
+def run_main(main: Callable[[], Result]) -> Result:
     """Run a stage's main(); a PipelineError or a full disk becomes one line on stderr and exit status 1.
 
     Outputs are written atomically (carsketch.files), so an interrupted or failed stage leaves none half-written.

@@ -6,7 +6,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -24,7 +24,7 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_path(destination: Path | str):
+def atomic_path(destination: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `destination`; rename it into place only if the block succeeds."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def load_array(path: Path) -> np.ndarray:
         raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
 
 
-def load_json(path: Path | str, default=None):
+def load_json(path: Path | str, default: Any = None) -> Any:
     """A JSON file written by save_json, or `default` where there is none yet."""
     try:
         return json.loads(Path(path).read_text())
@@ -148,7 +148,7 @@ def load_json(path: Path | str, default=None):
         return default
 
 
-def save_json(path: Path | str, data) -> None:
+def save_json(path: Path | str, data: Any) -> None:
     """Write JSON atomically, indented and with a final newline (these files are committed to git)."""
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2) + "\n")

@@ -7,11 +7,15 @@ also scores cached frozen features, as evaluate does.
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from carsketch.errors import PipelineError
 from carsketch.quickdraw import BITMAP_PIXELS
+
+if TYPE_CHECKING:  # imported when a session is made: `import carsketch.inference` stays light
+    import onnxruntime
 
 # Drawings per model call: at 128 px a batch of 64 peaks at half the memory of 256 (1.1 against 2.3 GiB in
 # featurize) and runs as fast on a CPU.
@@ -38,7 +42,7 @@ def providers(device: str = "auto", index: int = 0) -> list:
     return [CPU_PROVIDER]
 
 
-def session(model: bytes | str, device_providers: list, threads: int = 0):
+def session(model: bytes | str, device_providers: list, threads: int = 0) -> "onnxruntime.InferenceSession":
     """An ONNX Runtime session for a model (bytes or a path); `threads` 0 lets ONNX Runtime choose."""
     import onnxruntime
 
@@ -69,7 +73,7 @@ class OnnxModel:
         self.threshold = self.config["threshold"]
         self._from_frozen = None
 
-    def predict_proba(self, bitmaps, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    def predict_proba(self, bitmaps: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
         return self._batched(self.session, BITMAPS, bitmaps, batch_size)

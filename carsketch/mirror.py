@@ -62,7 +62,8 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
             pass  # the client stopped reading once it had the rows it wanted
 
 
-def serve(folder, port=0, handler=MirrorHandler):
+def serve(folder: str | os.PathLike, port: int = 0,
+          handler: type[http.server.BaseHTTPRequestHandler] = MirrorHandler) -> http.server.ThreadingHTTPServer:
     """Start serving `folder` on 127.0.0.1 in a background thread; returns the server (`.url` is its address)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(handler, directory=str(folder)))
     server.daemon_threads = True

@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Self, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from carsketch.params import BACKBONE_BLOCKS
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 FEATURE_DIM = 1280
 LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 
@@ -30,7 +34,7 @@ LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 class CarSketchHead(nn.Sequential):
     """The seed's head on the pooled 1280-d features; it outputs a logit (sigmoid gives P(car))."""
 
-    def __init__(self, in_features=FEATURE_DIM, hidden=128, dropout=0.2):
+    def __init__(self, in_features: int = FEATURE_DIM, hidden: int = 128, dropout: float = 0.2):
         super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, 1))
 
@@ -111,7 +115,7 @@ class TrainedPart(nn.Module):
         self.trainable = blocks if blocks is not None else nn.Sequential()
         self.head = CarSketchHead()
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         super().train(mode)
         self.trainable.eval()
         return self
@@ -136,7 +140,7 @@ class CarSketchClassifier(nn.Module):
         self.frozen = features[:boundary].requires_grad_(False).eval()
         self.trained = TrainedPart(features[boundary:])
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Self:
         super().train(mode)
         self.frozen.eval()
         return self
@@ -145,12 +149,12 @@ class CarSketchClassifier(nn.Module):
     def head(self) -> CarSketchHead:
         return self.trained.head
 
-    def frozen_features(self, images):
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
         """What the frozen blocks make of the images: pooled (N, 1280) when nothing after them trains."""
         activations = self.frozen(images)
         return activations if len(self.trained.trainable) else _pool(activations)
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trained(self.frozen_features(images))
 
 
@@ -195,7 +199,8 @@ def parameters_device(module: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def batched(function, inputs, batch_size=INFERENCE_BATCH, bar=None):
+def batched(function: Callable[[Sequence], torch.Tensor], inputs: Sequence, batch_size: int = INFERENCE_BATCH,
+            bar: "tqdm | None" = None) -> torch.Tensor:
     """Apply `function` to `inputs` in batches and concatenate the results (inference mode)."""
     outputs = []
     for start in range(0, len(inputs), batch_size):
@@ -218,7 +223,7 @@ class TrainedModel:
         self.config = config
         self.threshold = config["threshold"]
 
-    def predict_proba(self, bitmaps, batch_size=INFERENCE_BATCH) -> np.ndarray:
+    def predict_proba(self, bitmaps: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         config = self.config
 
@@ -236,7 +241,8 @@ def save_model(path: Path, state_dict: dict[str, torch.Tensor], config: dict) ->
         torch.save({"state_dict": state_dict, "config": config}, out)  # inner name fixed
 
 
-def model_config(image_size, trainable_blocks, weights, categories, threshold=0.5, autocast=False):
+def model_config(image_size: int, trainable_blocks: int, weights: str | Path, categories: dict[str, list[str]],
+                 threshold: float = 0.5, autocast: bool = False) -> dict:
     """The metadata saved beside the weights."""
     return {"image_size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "threshold": threshold, "trainable_blocks": trainable_blocks, "weights": str(weights),

@@ -147,7 +147,7 @@ def format_row(result: dict, width: int) -> str:
     return f"{name:<{width}}  {result['car_probability']:6.3f}  {result['label']}"
 
 
-def probability(text):
+def probability(text: str) -> float:
     """argparse type for --threshold."""
     value = float(text)
     if not 0 <= value <= 1:

@@ -1,6 +1,7 @@
 """Progress bars that animate on a terminal and print plain, occasional lines in CI logs."""
 
 import sys
+from typing import Iterable
 
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ class _LineWriter:
         self.stream.flush()
 
 
-def progress(iterable=None, nested=False, **kwargs):
+def progress(iterable: Iterable | None = None, nested: bool = False, **kwargs) -> tqdm:
     """tqdm on a terminal; otherwise a short line every LOG_INTERVAL_S seconds, and no nested bars."""
     if sys.stderr.isatty():
         return tqdm(iterable, leave=not nested, **kwargs)

@@ -12,7 +12,7 @@ import contextlib
 import io
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import uvicorn
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
 from carsketch.errors import PipelineError
@@ -81,7 +82,7 @@ class MicroBatcher:
     next call takes all of them, up to max_batch drawings. A batch costs far less than its drawings one by one.
     """
 
-    def __init__(self, predict_proba, max_batch: int = MAX_BATCH):
+    def __init__(self, predict_proba: Callable[[np.ndarray], np.ndarray], max_batch: int = MAX_BATCH):
         self.predict_proba = predict_proba
         self.max_batch = max_batch
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -116,7 +117,7 @@ class MicroBatcher:
 class BodyLimit:
     """ASGI middleware: a request body over max_bytes (declared or streamed) fails with 413 as it is read."""
 
-    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
         self.app = app
         self.max_bytes = max_bytes
 

@@ -3,6 +3,8 @@
 It is plain torch, so the exported ONNX models carry it too: they take the uint8 bitmaps themselves.
 """
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def bitmaps_to_input(bitmaps: torch.Tensor, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+def bitmaps_to_input(bitmaps: torch.Tensor, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """A uint8 tensor of bitmaps, (N, 784) or (N, 28, 28), ink bright on black -> (N, 3, S, S) normalised floats.
 
     The grey level is resized to `image_size` and repeated as pseudo-RGB, then ImageNet-normalised.
@@ -24,7 +27,8 @@ def bitmaps_to_input(bitmaps: torch.Tensor, image_size: int, mean=IMAGENET_MEAN,
     return (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
-def to_model_input(bitmaps, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+def to_model_input(bitmaps: np.ndarray, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                   std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """bitmaps_to_input for any uint8 array; channels_last, the faster layout for MobileNetV2 on CPU."""
     grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8))
     return bitmaps_to_input(grey, image_size, mean, std).contiguous(memory_format=torch.channels_last)
