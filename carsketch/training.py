@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import rank_and_size, sum_over_processes
 from carsketch.files import atomic_path
-from carsketch.model import TrainedPart, cached_logits, parameters_device
+from carsketch.model import TrainedPart, cached_logits, features_tensor, parameters_device
 from carsketch.progress import progress
 
 EpochLog = dict[str, float | int]
@@ -100,8 +100,7 @@ def fit(trained: TrainedPart, features: np.ndarray, labels: np.ndarray, epochs: 
             batch = np.sort(order[start:start + batch_size])  # ascending rows: neighbours are read together
             mine = batch[rank::size]
             keep = torch.rand(len(batch), trained.head[0].out_features, generator=generator) >= dropout.p
-            logits = step_model(torch.as_tensor(np.array(features[mine], np.float32), device=device),
-                                keep[rank::size].to(device))
+            logits = step_model(features_tensor(features[mine], device), keep[rank::size].to(device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
             (loss_sum * (size / len(batch))).backward()  # DDP averages over processes: the global batch's mean

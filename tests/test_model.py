@@ -9,8 +9,8 @@ from conftest import SHARED_DIR, make_bitmaps
 from carsketch import model as model_module
 from carsketch.errors import PipelineError
 from carsketch.features import featurize, featurize_to_file, feature_function
-from carsketch.model import (FEATURE_DIM, build_classifier, build_trained_part, fetch_backbone_weights, load_trained_model,
-                             model_config, save_model)
+from carsketch.model import (FEATURE_DIM, build_classifier, build_trained_part, features_tensor, fetch_backbone_weights,
+                             load_trained_model, model_config, save_model)
 from carsketch.sketch import to_model_input
 from carsketch.training import Adam, fit
 
@@ -199,3 +199,12 @@ def test_adam_is_torchs_adam(cosine):
         torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)
         assert (mine - start).abs().max() > 1e-3
     assert all(p.grad is None for p in heads[0].parameters())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_cached_features_become_the_same_float32_tensor_whatever_their_storage(dtype, recwarn):
+    rows = np.random.default_rng(0).normal(size=(5, FEATURE_DIM)).astype(dtype)
+    rows.flags.writeable = False  # as NpyRows and in-memory feature files give slices
+    tensor = features_tensor(rows, torch.device("cpu"))
+    assert tensor.dtype == torch.float32 and torch.equal(tensor, torch.from_numpy(rows.astype(np.float32)))
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
