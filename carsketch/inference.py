@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from carsketch.errors import PipelineError
+from carsketch.files import NpyRows
 from carsketch.quickdraw import BITMAP_PIXELS
 
 if TYPE_CHECKING:  # imported when a session is made: `import carsketch.inference` stays light
@@ -78,7 +79,7 @@ class OnnxModel:
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
         return self._batched(self.session, BITMAPS, bitmaps, batch_size)
 
-    def proba_from_frozen(self, features: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    def proba_from_frozen(self, features: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) from cached frozen features (an array or NpyRows, float16 or float32), a batch at a time."""
         if self._from_frozen is None:  # the part after the frozen features, cut out of the same file
             import onnx  # here, not above: predict and serve never need it (0.5 s)

@@ -10,7 +10,7 @@ import sys
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Self, Sequence
+from typing import TYPE_CHECKING, Callable, Self
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from carsketch.errors import PipelineError
-from carsketch.files import atomic_path
+from carsketch.files import NpyRows, atomic_path
 from carsketch.inference import INFERENCE_BATCH
 from carsketch.params import BACKBONE_BLOCKS
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -193,7 +193,7 @@ def features_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.require(rows, requirements="W")).to(device, torch.float32)
 
 
-def cached_logits(trained: TrainedPart, features: np.ndarray) -> torch.Tensor:
+def cached_logits(trained: TrainedPart, features: np.ndarray | NpyRows) -> torch.Tensor:
     """Logits (on the CPU) from cached frozen features (an array or NpyRows, float16 or float32), on the trained part's device."""
     device = parameters_device(trained)
     return batched(lambda rows: trained(features_tensor(rows, device)).cpu(), features)
@@ -205,8 +205,8 @@ def parameters_device(module: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def batched(function: Callable[[Sequence], torch.Tensor], inputs: Sequence, batch_size: int = INFERENCE_BATCH,
-            bar: "tqdm | None" = None) -> torch.Tensor:
+def batched(function: Callable[[np.ndarray], torch.Tensor], inputs: np.ndarray | NpyRows,
+            batch_size: int = INFERENCE_BATCH, bar: "tqdm | None" = None) -> torch.Tensor:
     """Apply `function` to `inputs` in batches and concatenate the results (inference mode)."""
     outputs = []
     for start in range(0, len(inputs), batch_size):

@@ -119,8 +119,8 @@ def _weights(value: Any) -> str | None:
         return "must be an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file"
     if urllib.parse.urlsplit(value).scheme in ("http", "https") or Path(value).is_file():
         return None
-    return (f"no such file; give an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file "
-            f"(offline, e.g. ../shared/weights/mobilenet_v2_imagenet.pth)")
+    return ("no such file; give an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file "
+            "(offline, e.g. ../shared/weights/mobilenet_v2_imagenet.pth)")
 
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {

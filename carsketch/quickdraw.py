@@ -3,8 +3,6 @@
 import difflib
 from pathlib import Path
 
-from carsketch.errors import PipelineError
-
 BITMAP_SIDE = 28
 BITMAP_PIXELS = BITMAP_SIDE * BITMAP_SIDE
 CATEGORY_LIST = Path(__file__).with_name("quickdraw_categories.txt")

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import rank_and_size, sum_over_processes
-from carsketch.files import atomic_path
+from carsketch.files import NpyRows, atomic_path
 from carsketch.model import TrainedPart, cached_logits, features_tensor, parameters_device
 from carsketch.progress import progress
 
@@ -67,7 +67,7 @@ class Adam:
             parameter.grad = None
 
 
-def loss_and_accuracy(trained: TrainedPart, features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def loss_and_accuracy(trained: TrainedPart, features: np.ndarray | NpyRows, labels: np.ndarray) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy at P(car) 0.5 on cached features."""
     logits = cached_logits(trained, features)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
@@ -75,8 +75,8 @@ def loss_and_accuracy(trained: TrainedPart, features: np.ndarray, labels: np.nda
     return loss, ((logits > 0).float() == labels).float().mean().item()
 
 
-def fit(trained: TrainedPart, features: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
-        lr: float, seed: int, lr_schedule: str = "constant", val_features: np.ndarray | None = None,
+def fit(trained: TrainedPart, features: np.ndarray | NpyRows, labels: np.ndarray, epochs: int, batch_size: int,
+        lr: float, seed: int, lr_schedule: str = "constant", val_features: np.ndarray | NpyRows | None = None,
         val_labels: np.ndarray | None = None, on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
     """Train `trained` (on its device) on cached frozen features; returns one log row per epoch, also given to
     `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""

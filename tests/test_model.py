@@ -6,7 +6,6 @@ import torch
 import torchvision
 
 from conftest import SHARED_DIR, make_bitmaps
-from carsketch import model as model_module
 from carsketch.errors import PipelineError
 from carsketch.features import featurize, featurize_to_file, feature_function
 from carsketch.model import (FEATURE_DIM, build_classifier, build_trained_part, features_tensor, fetch_backbone_weights,

@@ -28,7 +28,7 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
         "categories.not_car: 'car' is listed twice, here and in categories.car",
         "max_per_category: must be an integer of at least 1 or null, not -3",
         "test_size: must be a number above 0 and below 1, not 1.5",
-        f"weights: no such file",
+        "weights: no such file",
         "image_size: must be an integer from 32 to 512, not 'big'",
         "trainable_blocks: must be an integer from 0 to 18, not 19",
         "featurize_engine: must be one of onnxruntime, torch, not 'tpu'",
