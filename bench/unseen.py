@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "reports")
     args = parser.parse_args()
-    skipped = missing_from_shared(categories=["car", *PARAMS["unseen"]["car"], *UNSEEN_NOT_CAR, *LISTED_NOT_CAR])
+    skipped = missing_from_shared(categories=[*PARAMS["categories"]["car"], *PARAMS["unseen"]["car"], *UNSEEN_NOT_CAR,
+                                               *LISTED_NOT_CAR])
     if skipped:
         print(skipped)
         return 0
