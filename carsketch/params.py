@@ -51,6 +51,8 @@ class Params:
     max_per_category: int | None
     test_size: float
     split_seed: int
+    augment_copies: int
+    augment_stretch: float
     weights: str
     image_size: int
     trainable_blocks: int
@@ -98,6 +100,10 @@ def _fraction(zero_ok: bool) -> Callable[[Any], str | None]:
     return check
 
 
+def _at_least_one(value: Any) -> str | None:
+    return None if _is_number(value) and value >= 1 else "must be a number of at least 1"
+
+
 def _positive_number(value: Any) -> str | None:
     return None if _is_number(value) and value > 0 else "must be a number above 0"
 
@@ -128,6 +134,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_per_category": _integer(1, none_ok=True),
     "test_size": _fraction(zero_ok=False),
     "split_seed": _integer(0),
+    "augment_copies": _integer(0),
+    "augment_stretch": _at_least_one,
     "weights": _weights,
     "image_size": _integer(32, 512),
     "trainable_blocks": _integer(0, BACKBONE_BLOCKS - 1),

@@ -17,17 +17,20 @@ def test_the_projects_params_are_valid_and_typed(tmp_path):
 def test_every_bad_setting_gets_its_own_line(tmp_path):
     write_params(tmp_path, epochs=0, lr_schedule="linear", test_size=1.5, image_size="big", max_per_category=-3,
                  weights=str(tmp_path / "nope.pth"), featurize_engine="tpu", trainable_blocks=19, batch_size=True,
-                 categories={"car": ["car", "firetruk"], "not_car": ["car", "apple"]}, epoch=5)
+                 categories={"car": ["car", "firetruk"], "not_car": ["car", "apple"]}, epoch=5, augment_copies=-1,
+                 augment_stretch=0.5)
     with pytest.raises(PipelineError) as error:
         load_params(tmp_path / "params.yaml")
     lines = str(error.value).splitlines()
-    assert lines[0] == f"{tmp_path / 'params.yaml'} has 12 bad setting(s):"
+    assert lines[0] == f"{tmp_path / 'params.yaml'} has 14 bad setting(s):"
     expected = [
         "epoch: unknown key",
         "categories.car: 'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'?",
         "categories.not_car: 'car' is listed twice, here and in categories.car",
         "max_per_category: must be an integer of at least 1 or null, not -3",
         "test_size: must be a number above 0 and below 1, not 1.5",
+        "augment_copies: must be an integer of at least 0, not -1",
+        "augment_stretch: must be a number of at least 1, not 0.5",
         "weights: no such file",
         "image_size: must be an integer from 32 to 512, not 'big'",
         "trainable_blocks: must be an integer from 0 to 18, not 19",

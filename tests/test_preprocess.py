@@ -101,3 +101,23 @@ def test_preprocess_without_download_says_what_to_run(raw_project):
     (raw_project / "data/raw/bus.npy").unlink()
     with pytest.raises(PipelineError, match=r"bus.npy is missing: run the download stage first"):
         preprocess.main()
+
+
+def test_stretched_copies_join_the_train_split_only(raw_project):
+    preprocess.main()
+    plain = {split: load_split(raw_project, split) for split in ("train", "val", "test")}
+    write_params(raw_project, categories={"car": ["car", "bus"], "not_car": ["apple", "tree"]}, test_size=0.25,
+                 val_size=0.25, split_seed=3, augment_copies=2, augment_stretch=1.8)
+    preprocess.main()
+    train = load_split(raw_project, "train")
+    originals = len(plain["train"]["y"])
+    assert len(train["x"]) == 3 * originals
+    assert np.array_equal(train["x"][:originals], plain["train"]["x"])
+    assert np.array_equal(train["y"], np.tile(plain["train"]["y"], 3))
+    assert np.array_equal(train["category"], np.tile(plain["train"]["category"], 3))
+    copies = train["x"][originals:]
+    assert np.mean([not np.array_equal(copy, original) for copy, original in
+                    zip(copies, np.tile(plain["train"]["x"], (2, 1)))]) > 0.9
+    for split in ("val", "test"):
+        assert all(np.array_equal(load_split(raw_project, split)[name], plain[split][name]) for name in ("x", "y"))
+    assert json.loads((raw_project / "metrics/data.json").read_text())["train"]["total"] == 3 * originals
