@@ -41,6 +41,8 @@ RECIPES = {
     "default_listed_not_car": [f"categories={{car: [car], not_car: [{', '.join(LISTED_NOT_CAR)}]}}"],
     "trained5": ["trainable_blocks=5", "epochs=10", "lr_schedule=cosine"],
     "trained5_5epochs": ["trainable_blocks=5", "epochs=5", "lr_schedule=cosine"],
+    "stretched": ["augment_copies=3"],
+    "trained5_stretched": ["trainable_blocks=5", "epochs=5", "lr_schedule=cosine", "augment_copies=3"],
 }
 FIGURES = ("accuracy", "unseen_car_recall", "unseen_false_car_rate", "brier", "ece")
 
