@@ -100,12 +100,9 @@ def _fraction(zero_ok: bool) -> Callable[[Any], str | None]:
     return check
 
 
-def _at_least_one(value: Any) -> str | None:
-    return None if _is_number(value) and value >= 1 else "must be a number of at least 1"
-
-
-def _positive_number(value: Any) -> str | None:
-    return None if _is_number(value) and value > 0 else "must be a number above 0"
+def _number(low: float, low_ok: bool) -> Callable[[Any], str | None]:
+    wanted = f"must be a number {'of at least' if low_ok else 'above'} {low}"
+    return lambda value: None if _is_number(value) and (value >= low if low_ok else value > low) else wanted
 
 
 def _choice(*choices: str) -> Callable[[Any], str | None]:
@@ -135,7 +132,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "test_size": _fraction(zero_ok=False),
     "split_seed": _integer(0),
     "augment_copies": _integer(0),
-    "augment_stretch": _at_least_one,
+    "augment_stretch": _number(1, low_ok=True),
     "weights": _weights,
     "image_size": _integer(32, 512),
     "trainable_blocks": _integer(0, BACKBONE_BLOCKS - 1),
@@ -144,7 +141,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "seed": _integer(0),
     "epochs": _integer(1),
     "batch_size": _integer(1),
-    "lr": _positive_number,
+    "lr": _number(0, low_ok=False),
     "lr_schedule": _choice(*LR_SCHEDULES),
     "val_size": _fraction(zero_ok=True),
     "device": _choice(*DEVICES),
