@@ -7,8 +7,8 @@ HTTP from ../shared/quickdraw/numpy_bitmap: car is the only car category trained
 category, UNSEEN_NOT_CAR unseen not-car categories, and `not_car: all` takes the other 35 files (the
 mirror lacks the other 298 names: they are skipped), or, in the `default_listed_not_car` recipe, the 18 of
 params.yaml's own not-car list that ../shared has. For each recipe and training seed it runs
-`dvc exp run -S ...` and reports test accuracy, unseen tractor recall, the unseen false-car rate, Brier
-score, ECE and the experiment's wall time. Writes unseen.md and unseen.json to --out. Nothing here
+`dvc exp run -S ...` and reports test accuracy, unseen tractor recall, the unseen false-car rate, the unseen
+ROC AUC, Brier score, ECE and the experiment's wall time. Writes unseen.md and unseen.json to --out. Nothing here
 asserts on timings: on a shared machine they are noisy.
 """
 
@@ -44,7 +44,7 @@ RECIPES = {
     "stretched": ["augment_copies=3"],
     "trained5_stretched": ["trainable_blocks=5", "epochs=5", "lr_schedule=cosine", "augment_copies=3"],
 }
-FIGURES = ("accuracy", "unseen_car_recall", "unseen_false_car_rate", "brier", "ece")
+FIGURES = ("accuracy", "unseen_car_recall", "unseen_false_car_rate", "unseen_roc_auc", "brier", "ece")
 
 
 def run_recipe(project: Path, settings: list[str], seed: int) -> dict:
@@ -60,14 +60,13 @@ def run_recipe(project: Path, settings: list[str], seed: int) -> dict:
 
 
 def markdown(results: dict[str, list[dict]]) -> str:
-    lines = ["| recipe | command | test accuracy | tractor recall | unseen false car | Brier | ECE | exp run s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | command | test accuracy | tractor recall | unseen false car | unseen AUC | Brier | ECE "
+             "| exp run s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, rows in results.items():
         mean = {key: statistics.mean(row[key] for row in rows) for key in (*FIGURES, "wall_s")}
         command = " ".join(f"-S {setting}" for setting in RECIPES[name]) or "(params.yaml)"
-        lines.append(f"| {name} ({len(rows)} seed{'s' if len(rows) > 1 else ''}) | `{command}` | {mean['accuracy']:.3f} | "
-                     f"{mean['unseen_car_recall']:.3f} | {mean['unseen_false_car_rate']:.3f} | {mean['brier']:.4f} | "
-                     f"{mean['ece']:.4f} | {mean['wall_s']:.0f} |")
+        lines.append(f"| {name} ({len(rows)} seed{'s' if len(rows) > 1 else ''}) | `{command}` | "
+                     + " | ".join(f"{mean[key]:.3f}" for key in FIGURES) + f" | {mean['wall_s']:.0f} |")
     lines += ["", "Unseen not-car drawings called car, by category (mean over seeds):", ""]
     for name, rows in results.items():
         shares = {category: statistics.mean(row["unseen"][category]["predicted_car_share"] for row in rows)

@@ -39,6 +39,13 @@ def roc_curve(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.r_[0, false_positives] / false_positives[-1], np.r_[0, true_positives] / true_positives[-1]
 
 
+def roc_auc(y: np.ndarray, probability: np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance that a car drawing gets a higher P(car) than a not-car one (ties count
+    half), whatever the threshold; None with one label only."""
+    y = np.asarray(y).astype(bool)
+    return float(np.trapezoid(*roc_curve(y, probability)[::-1])) if 0 < y.sum() < len(y) else None
+
+
 def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = ECE_BINS) -> float:
     """The share-weighted gap between mean P(car) and the share of cars, over equal-width bins of P(car)."""
     which = np.clip((probability * bins).astype(int), 0, bins - 1)
@@ -55,14 +62,13 @@ def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: fl
     clipped = np.clip(probability, np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
     precision = true_positives / max(int(predicted.sum()), 1)
     recall = true_positives / max(int(y.sum()), 1)
-    both_labels = 0 < y.sum() < len(y)
     return {
         "accuracy": float(np.mean(predicted == y)),
         "loss": float(-np.mean(np.where(y, np.log(clipped), np.log1p(-clipped)))),
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "roc_auc": float(np.trapezoid(*roc_curve(y, probability)[::-1])) if both_labels else None,
+        "roc_auc": roc_auc(y, probability),
         "brier": float(np.mean((probability - y) ** 2)),
         "ece": expected_calibration_error(y, probability),
     }
@@ -86,13 +92,17 @@ def per_category(category: np.ndarray, y: np.ndarray, probability: np.ndarray, t
 def unseen_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int | None]:
     """Figures for drawings of categories never trained on: unseen_car_recall, the share of unseen car drawings
     called a car, and unseen_false_car_rate, the share of unseen not-car drawings called a car (None where there
-    are none), with the drawings each counts."""
-    predicted_car = np.asarray(probability) >= threshold
+    are none), with the drawings each counts; and unseen_roc_auc, the chance that an unseen car drawing gets a
+    higher P(car) than an unseen not-car one, which compares recipes whatever threshold each ends with (None
+    unless both kinds are there)."""
+    y, probability = np.asarray(y), np.asarray(probability, np.float64)
+    predicted_car = probability >= threshold
     results: dict[str, float | int | None] = {}
     for label, key in ((CAR, "unseen_car_recall"), (NOT_CAR, "unseen_false_car_rate")):
-        rows = np.asarray(y) == label
+        rows = y == label
         results[key] = float(np.mean(predicted_car[rows])) if rows.any() else None
         results[f"unseen_{LABEL_NAMES[label]}_drawings"] = int(rows.sum())
+    results["unseen_roc_auc"] = roc_auc(y == CAR, probability)
     return results
 
 

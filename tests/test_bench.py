@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from bench import unseen
 from bench.project import DRAWINGS_IN_SHARED, REPO_ROOT, WEIGHTS_IN_SHARED, missing_from_shared, stages_ran
 from bench.run import download_volume, measure, override, parse_args, render_markdown
 
@@ -99,3 +100,16 @@ def test_a_benchmark_names_each_file_it_lacks_in_the_shared_folder(tmp_path):
     assert missing_from_shared(tmp_path, ["car", "school bus"]) == \
         f"skipped: no {tmp_path / DRAWINGS_IN_SHARED / 'school bus.npy'}"
     assert missing_from_shared(tmp_path) == f"skipped: no {tmp_path / DRAWINGS_IN_SHARED / 'tractor.npy'}"
+
+
+def test_unseen_report_gives_each_recipes_mean_over_seeds():
+    def seed_row(seed, accuracy, recall, auc, headphones):
+        return {"seed": seed, "wall_s": 10.0 * seed, "accuracy": accuracy, "unseen_car_recall": recall,
+                "unseen_false_car_rate": 0.1, "unseen_roc_auc": auc, "brier": 0.04, "ece": 0.02,
+                "unseen": {"tractor": {"label": "car", "predicted_car_share": recall},
+                           "headphones": {"label": "not_car", "predicted_car_share": headphones},
+                           "ladder": {"label": "not_car", "predicted_car_share": 0.0}}}
+
+    report = unseen.markdown({"default": [seed_row(1, 0.94, 0.5, 0.90, 0.4), seed_row(2, 0.96, 0.7, 0.92, 0.2)]})
+    assert "| default (2 seeds) | `(params.yaml)` | 0.950 | 0.600 | 0.100 | 0.910 | 0.040 | 0.020 | 15 |" in report
+    assert "- default: headphones 0.30, ladder 0.00" in report

@@ -8,9 +8,12 @@ import pytest
 from sklearn import metrics as skm
 
 from carsketch.errors import PipelineError
-from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category, plot_data, roc_curve
-from carsketch.files import load_array
+from carsketch.evaluation import (AGREEMENT_TOLERANCE, classification_metrics, per_category, plot_data, roc_curve,
+                                  unseen_metrics)
+from carsketch.files import NpyRows, load_array
+from carsketch.inference import OnnxModel
 from carsketch.model import load_trained_model
+from carsketch.paths import ONNX_MODEL_FILE
 from conftest import write_category_files, write_params
 from stages import evaluate, featurize, preprocess, train
 
@@ -74,6 +77,9 @@ def test_unseen_categories_are_scored_apart_and_never_trained_on(tmp_path, monke
         "van": ("car", 12), "cloud": ("not_car", 9)}
     assert metrics["unseen_car_recall"] == table["van"]["predicted_car_share"]
     assert metrics["unseen_false_car_rate"] == table["cloud"]["predicted_car_share"]
+    probability = OnnxModel(ONNX_MODEL_FILE).proba_from_frozen(NpyRows("data/features/unseen.npy"))
+    assert metrics["unseen_roc_auc"] == pytest.approx(
+        skm.roc_auc_score(load_array("data/processed/unseen/y.npy"), probability), abs=1e-12)
 
 
 def test_training_twice_gives_the_same_model(trained_project):
@@ -103,6 +109,16 @@ def test_metrics_of_known_predictions():
     assert results["accuracy"] == 0.5 and results["precision"] == 0.5 and results["recall"] == 0.5
     assert results["roc_auc"] == 0.75
     assert results["loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.4])))
+
+
+def test_unseen_metrics_of_known_predictions():
+    y = np.array([1, 1, 0, 0, 0])
+    probability = np.array([0.9, 0.3, 0.4, 0.2, 0.2])
+    assert unseen_metrics(y, probability, 0.5) == {
+        "unseen_car_recall": 0.5, "unseen_car_drawings": 2, "unseen_false_car_rate": 0.0,
+        "unseen_not_car_drawings": 3, "unseen_roc_auc": pytest.approx(5 / 6)}  # 0.3 is above two of three not-car
+    only_car = unseen_metrics(np.array([1, 1]), np.array([0.9, 0.1]), 0.5)
+    assert only_car["unseen_false_car_rate"] is None and only_car["unseen_roc_auc"] is None
 
 
 def test_per_category_table():
