@@ -28,26 +28,34 @@ def preprocessed(tmp_path, monkeypatch, backbone_file):
 
 
 def stage(project, name, **kwargs):
+    """Start a stage in its own process, with SIGINT's default action whatever this one inherited: a test suite run
+    in the background of a non-interactive shell inherits SIGINT ignored, and a stage would then run to the end."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen([sys.executable, "-m", f"stages.{name}"], cwd=project, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
-def wait_for_partial(folder, timeout_s=120):
-    """Wait until a stage has started writing an output in `folder` (its temporary file exists)."""
+def wait_for_partial(folder, name=None, timeout_s=120):
+    """Wait until a stage has started writing an output in `folder` (its temporary file exists), `name` if given.
+
+    Name the stage's first and largest output where a test needs the signal to land while it is written: a later,
+    smaller one may be written and done before the signal arrives on a loaded machine.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if folder.is_dir() and any(path.suffix == ".tmp" for path in folder.iterdir()):
+        if folder.is_dir() and any(path.suffix == ".tmp" and (name is None or path.name.startswith(f".{name}."))
+                                   for path in folder.iterdir()):
             return
-        time.sleep(0.01)
-    raise AssertionError(f"no output was started in {folder}")
+        time.sleep(0.001)
+    raise AssertionError(f"no output {name or ''} was started in {folder}")
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
 def test_featurize_killed_midway_leaves_nothing_to_trust(preprocessed, signal_number):
     features = preprocessed / "data/features"
     process = stage(preprocessed, "featurize")
-    wait_for_partial(features)
+    wait_for_partial(features, f"{FEATURES[0]}.npy")  # the train split, the first written and the largest
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=60)
     assert not list(features.glob("*.npy"))  # no file under an output's name, complete or not
