@@ -24,11 +24,16 @@ def bitmaps_to_input(bitmaps: torch.Tensor, image_size: int, mean: Sequence[floa
     grey = bitmaps.reshape(-1, 1, BITMAP_SIDE, BITMAP_SIDE).float() / 255
     if image_size != BITMAP_SIDE:
         grey = F.interpolate(grey, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return (grey - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(values, device=grey.device).view(1, 3, 1, 1) for values in (mean, std))
+    return (grey - mean) / std
 
 
 def to_model_input(bitmaps: np.ndarray, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """bitmaps_to_input for any uint8 array; channels_last, the faster layout for MobileNetV2 on CPU."""
-    grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8))
+                   std: Sequence[float] = IMAGENET_STD, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """bitmaps_to_input for any uint8 array, on `device`; channels_last, the faster layout for MobileNetV2 on CPU.
+
+    The uint8 bitmaps go to the device and the transform runs there: at 128 px that moves 784 bytes a drawing
+    instead of the 196,608 of its float input.
+    """
+    grey = torch.from_numpy(np.array(bitmaps, dtype=np.uint8)).to(device)
     return bitmaps_to_input(grey, image_size, mean, std).contiguous(memory_format=torch.channels_last)
