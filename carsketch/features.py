@@ -16,28 +16,44 @@ from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyWriter, atomic_path
 from carsketch.inference import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
-from carsketch.model import CarSketchClassifier, batched, frozen_autocast
+from carsketch.model import CarSketchClassifier, batched, float32_convolutions
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
 
 FeatureFunction = Callable[[np.ndarray], torch.Tensor]
+# Drawings a featurize batch holds on CUDA: on an H200 at 128 px (TF32), 12,000 drawings/s at 64, 43,000 at 256 and
+# 46,000 at 1024, for four times the memory. On the CPU larger batches are slower (torch on 2 cores: 276, 169 and
+# 144 drawings/s at 64, 256 and 1024), so it keeps INFERENCE_BATCH.
+CUDA_BATCH = 256
+
+
+def featurize_batch_size(device: torch.device) -> int:
+    """The batch featurize runs the frozen part on `device` in."""
+    return CUDA_BATCH if device.type == "cuda" else INFERENCE_BATCH
+
+
+def _whole_batch(bitmaps: np.ndarray, batch_size: int) -> np.ndarray:
+    """`bitmaps` with blank drawings after them up to `batch_size` rows: each new input shape costs CUDA 1.5-4 s of
+    set-up on an H200, so the last batch of each split has the same shape as the others."""
+    missing = batch_size - len(bitmaps)
+    return np.concatenate([bitmaps, np.zeros((missing, BITMAP_PIXELS), np.uint8)]) if missing > 0 else bitmaps
 
 
 def feature_function(classifier: CarSketchClassifier, image_size: int, engine: str,
-                     device: torch.device = torch.device("cpu"), autocast: bool = False,
+                     device: torch.device = torch.device("cpu"),
                      frozen_model: onnx.ModelProto | None = None) -> FeatureFunction:
     """bitmaps -> frozen features (float32, on the CPU), with `engine` (onnxruntime or torch) on `device`.
 
     onnxruntime runs `frozen_model` (default: the classifier's frozen part, exported now). On CUDA it uses its
-    CUDA provider where it has one; without one, or with float16 `autocast` (which only torch applies), torch
-    runs the frozen part on the GPU instead.
+    CUDA provider where it has one; without one, torch runs the frozen part on the GPU instead, in float32 like the
+    ONNX model that evaluate checks the features against.
     """
     if engine not in ("torch", "onnxruntime"):
         raise ValueError(f"unknown featurize engine {engine!r}")
     on_cuda = device.type == "cuda"
     chosen = providers("auto" if on_cuda else "cpu", device.index or 0)
-    if engine == "onnxruntime" and (not on_cuda or (chosen != [CPU_PROVIDER] and not autocast)):
+    if engine == "onnxruntime" and (not on_cuda or chosen != [CPU_PROVIDER]):
         frozen_model = frozen_model or export_frozen(classifier, image_size)
         frozen = session(frozen_model.SerializeToString(), chosen, threads=torch.get_num_threads())
         return lambda bitmaps: torch.from_numpy(frozen.run(
@@ -45,9 +61,8 @@ def feature_function(classifier: CarSketchClassifier, image_size: int, engine: s
     classifier.to(device)
 
     def run_torch(bitmaps: np.ndarray) -> torch.Tensor:
-        with frozen_autocast(device, autocast):
-            features = classifier.frozen_features(to_model_input(bitmaps, image_size).to(device))
-        return features.float().cpu()
+        with float32_convolutions():
+            return classifier.frozen_features(to_model_input(bitmaps, image_size, device=device)).cpu()
     return run_torch
 
 
@@ -64,17 +79,18 @@ def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size
     """On rank 0, each batch's rows and features in order; elsewhere, nothing (but the same collective calls).
 
     The batches are exactly one process's batches, dealt round-robin (round r: rank k computes batch r * size + k),
-    so each drawing goes through the frozen part beside the same drawings as in one process: the same bytes.
+    so each drawing goes through the frozen part beside the same drawings as in one process: the same bytes. Every
+    batch is whole (the last padded with blank drawings), so every process sends the same shape.
     """
     rank, size = rank_and_size()
     batches = [slice(start, min(start + batch_size, len(bitmaps))) for start in range(0, len(bitmaps), batch_size)]
     for first in range(0, len(batches), size):
         this_round = batches[first:first + size]
-        padded = torch.zeros((batch_size, *shape))  # every process sends the same shape, even with no batch left
         if rank < len(this_round):
-            mine = function(bitmaps[this_round[rank]])
-            padded[:len(mine)] = mine
-        for rows, features in zip(this_round, gather_on_main(padded)):
+            mine = function(_whole_batch(np.asarray(bitmaps[this_round[rank]]), batch_size))
+        else:
+            mine = torch.zeros((batch_size, *shape))  # no batch left for this process in the last round
+        for rows, features in zip(this_round, gather_on_main(mine)):
             yield rows, features[:rows.stop - rows.start].numpy()
 
 
@@ -87,7 +103,7 @@ def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destinatio
     drawings there are; the file appears only once complete. Under torch.distributed the processes share the batches
     and rank 0 alone writes the file, byte for byte what one process writes.
     """
-    shape = tuple(function(np.zeros((1, BITMAP_PIXELS), np.uint8)).shape[1:])
+    shape = tuple(function(np.zeros((batch_size, BITMAP_PIXELS), np.uint8)).shape[1:])
     batches = _batches_in_order(function, bitmaps, batch_size, shape)
     if not is_main():
         collections.deque(batches, maxlen=0)  # compute and send this process's share

@@ -10,7 +10,7 @@ import sys
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Self
+from typing import TYPE_CHECKING, Callable, Iterator, Self
 
 import numpy as np
 import torch
@@ -58,11 +58,19 @@ def resolve_device(setting: str | torch.device = "cpu") -> torch.device:
     return device
 
 
-def frozen_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """float16 autocast for the frozen part on CUDA when `enabled`; nothing on CPU, where it would only be slower."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+@contextlib.contextmanager
+def float32_convolutions() -> Iterator[None]:
+    """Convolutions on CUDA in true float32 rather than cuDNN's default TF32, within the block.
+
+    The ONNX model (float32 on ONNX Runtime) is what predict, serve and evaluate run; on an H200 TF32 features moved
+    P(car) by up to 0.006 from it, and evaluate's cross-check stopped the pipeline (bench/README.md: A GPU).
+    """
+    convolutions = torch.backends.cudnn.conv
+    previous, convolutions.fp32_precision = convolutions.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        convolutions.fp32_precision = previous
 
 
 def fetch_backbone_weights(source: str, destination: Path) -> None:
@@ -234,10 +242,9 @@ class TrainedModel:
         config = self.config
 
         def probabilities(rows):
-            images = to_model_input(rows, config["image_size"], config["mean"], config["std"]).to(self.device)
-            with frozen_autocast(self.device, config.get("autocast", False)):
-                frozen = self.classifier.frozen_features(images).float()
-            return torch.sigmoid(self.classifier.trained(frozen)).cpu()
+            images = to_model_input(rows, config["image_size"], config["mean"], config["std"], self.device)
+            with float32_convolutions():
+                return torch.sigmoid(self.classifier(images)).cpu()
         return batched(probabilities, np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS), batch_size).numpy()
 
 
@@ -248,11 +255,11 @@ def save_model(path: Path, state_dict: dict[str, torch.Tensor], config: dict) ->
 
 
 def model_config(image_size: int, trainable_blocks: int, weights: str | Path, categories: dict[str, list[str]],
-                 threshold: float = 0.5, autocast: bool = False) -> dict:
+                 threshold: float = 0.5) -> dict:
     """The metadata saved beside the weights."""
     return {"image_size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "threshold": threshold, "trainable_blocks": trainable_blocks, "weights": str(weights),
-            "categories": categories, "autocast": autocast}
+            "categories": categories}
 
 
 def load_trained_model(path: Path | str, device: str | torch.device = "cpu") -> TrainedModel:

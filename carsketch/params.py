@@ -65,7 +65,6 @@ class Params:
     lr_schedule: str
     val_size: float
     device: str
-    autocast: bool
     workers: int
     unseen: Categories
     unseen_drawings: int | None
@@ -109,10 +108,6 @@ def _choice(*choices: str) -> Callable[[Any], str | None]:
     return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
 
-def _boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "must be a non-empty string"
 
@@ -145,7 +140,6 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "lr_schedule": _choice(*LR_SCHEDULES),
     "val_size": _fraction(zero_ok=True),
     "device": _choice(*DEVICES),
-    "autocast": _boolean,
     "workers": _integer(1),
     "unseen_drawings": _integer(1, none_ok=True),
 }

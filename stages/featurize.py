@@ -12,7 +12,7 @@ import torch
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_frozen, save_onnx
-from carsketch.features import feature_function, featurize_to_file
+from carsketch.features import feature_function, featurize_batch_size, featurize_to_file
 from carsketch.files import NpyRows
 from carsketch.model import build_classifier
 from carsketch.params import Params, load_params
@@ -24,13 +24,12 @@ def featurize_splits(params: Params, device: torch.device) -> None:
     frozen_model = export_frozen(classifier, params.image_size)
     if is_main():
         save_onnx(frozen_model, FROZEN_MODEL_FILE)
-    function = feature_function(classifier, params.image_size, params.featurize_engine, device, params.autocast,
-                                frozen_model)
+    function = feature_function(classifier, params.image_size, params.featurize_engine, device, frozen_model)
     started, drawings = time.perf_counter(), 0
     for split in FEATURIZED_SPLITS:
         bitmaps = NpyRows(PROCESSED_DIR / split / "x.npy")
         featurize_to_file(function, bitmaps, FEATURES_DIR / f"{split}.npy", f"featurize {split}",
-                          dtype=params.feature_dtype)
+                          featurize_batch_size(device), params.feature_dtype)
         drawings += len(bitmaps)
     if is_main():
         seconds = time.perf_counter() - started

@@ -28,8 +28,7 @@ def train(params: Params, device: torch.device) -> None:
               on_epoch=lambda row: print(format_epoch(row)) if is_main() else None)
     if not is_main():
         return
-    config = model_config(params.image_size, params.trainable_blocks, params.weights, params.categories.as_dict(),
-                          autocast=params.autocast)
+    config = model_config(params.image_size, params.trainable_blocks, params.weights, params.categories.as_dict())
     trained.cpu()
     save_model(MODEL_FILE, full_state_dict(BACKBONE_FILE, trained), config)
     save_onnx(export_model(load_onnx(FROZEN_MODEL_FILE), trained, features["train"].shape[1:], config), ONNX_MODEL_FILE)

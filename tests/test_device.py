@@ -1,16 +1,19 @@
 """The device setting: auto falls back to the CPU, CUDA is refused cleanly without a GPU, and a model saved on a
-GPU machine loads and predicts on a CPU-only one. Nothing here needs a GPU."""
+GPU machine loads and predicts on a CPU-only one. The tests marked needs_gpu run only where torch sees one (never in
+CI): the frozen part on CUDA gives the CPU's float32 features, which evaluate's cross-check relies on."""
 
 import numpy as np
 import pytest
 import torch
 
 from carsketch.errors import PipelineError
+from carsketch.features import feature_function, featurize_batch_size, featurize_to_file
 from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config, resolve_device, save_model
 from carsketch.params import load_params
 from conftest import write_params
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @no_gpu
@@ -34,12 +37,11 @@ def test_a_model_saved_with_cuda_tensors_loads_and_predicts_on_the_cpu(tmp_path,
     np.testing.assert_allclose(loaded.predict_proba(bitmaps), model.predict_proba(bitmaps), atol=1e-6)
 
 
-def test_device_autocast_and_workers_are_validated(tmp_path):
-    write_params(tmp_path, device="gpu", autocast="yes", workers=0)
+def test_device_and_workers_are_validated(tmp_path):
+    write_params(tmp_path, device="gpu", workers=0)
     with pytest.raises(PipelineError) as error:
         load_params(tmp_path / "params.yaml")
     assert "device: must be one of auto, cpu, cuda, not 'gpu'" in str(error.value)
-    assert "autocast: must be true or false, not 'yes'" in str(error.value)
     assert "workers: must be an integer of at least 1, not 0" in str(error.value)
 
 
@@ -56,3 +58,38 @@ def test_onnxruntime_providers_follow_the_device_setting(monkeypatch):
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert providers("auto", 1) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     assert providers("cpu") == ["CPUExecutionProvider"]
+
+
+def relative_difference(actual: torch.Tensor | np.ndarray, expected: torch.Tensor | np.ndarray) -> float:
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+@needs_gpu
+def test_the_frozen_part_on_cuda_gives_the_float32_features_of_the_cpu():
+    torch.manual_seed(0)
+    classifier = build_classifier(None)
+    bitmaps = np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)
+    on_cpu = feature_function(classifier, 128, "torch")(bitmaps)
+    on_cuda = feature_function(classifier, 128, "torch", torch.device("cuda"))(bitmaps)
+    assert relative_difference(on_cuda, on_cpu) < 1e-4  # bench.gpu: TF32 convolutions are further off
+
+
+@needs_gpu
+def test_featurize_to_file_on_cuda_pads_the_last_batch_and_keeps_every_row(tmp_path):
+    torch.manual_seed(0)
+    classifier = build_classifier(None)
+    bitmaps = np.random.default_rng(1).integers(0, 256, (300, 784), dtype=np.uint8)
+    function = feature_function(classifier, 64, "torch", torch.device("cuda"))
+    featurize_to_file(function, bitmaps, tmp_path / "features.npy", batch_size=featurize_batch_size(torch.device("cuda")))
+    assert relative_difference(np.load(tmp_path / "features.npy"), function(bitmaps)) < 1e-4
+
+
+@needs_gpu
+def test_a_model_predicts_the_same_on_cuda_as_on_the_cpu(tmp_path):
+    model = TrainedModel(build_classifier(None), model_config(64, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
+    save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
+    bitmaps = np.random.default_rng(2).integers(0, 256, (100, 784), dtype=np.uint8)
+    on_cuda = load_trained_model(tmp_path / "model.pth", "cuda")
+    assert on_cuda.device.type == "cuda"
+    np.testing.assert_allclose(on_cuda.predict_proba(bitmaps), model.predict_proba(bitmaps), atol=1e-5)

@@ -83,7 +83,7 @@ def test_health_gives_the_models_facts(client):
     assert client.get("/api/health").json() == {
         "status": "ok", "image_size": 32, "threshold": 0.5, "categories": {"car": ["car"], "not_car": ["apple"]},
         "params": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "trainable_blocks": 0,
-                   "weights": "random", "autocast": False}}
+                   "weights": "random"}}
 
 
 def test_the_page_is_one_self_contained_file(client):
