@@ -1,7 +1,7 @@
 """featurize, train and evaluate on a GPU against the CPU, on the data of bench.unseen (real drawings from ../shared).
 
-    python -m bench.gpu --prepare DIR       # here: download the drawings and weights into DIR with real `dvc`
-    python -m bench.gpu DIR [--out FILE]    # on a machine with a GPU: DIR is all it needs, no DVC or ../shared
+    python -m bench.gpu --prepare DIR                   # here: the drawings and weights into DIR, with real `dvc`
+    python -m bench.gpu DIR [--runs NAME ...] [--out FILE]  # on a GPU machine: DIR is all it needs, no DVC
 
 The GPU machine need not have DVC: each run copies DIR's downloads and the project's code into a fresh folder and
 runs `python -m stages.<stage>` in dvc.yaml's order, as `dvc repro` would. It reports each stage's wall time
@@ -25,10 +25,12 @@ import yaml
 
 from bench.project import REPO_ROOT, SHARED_DRAWINGS, SHARED_WEIGHTS, make_project, missing_from_shared, run
 from bench.unseen import PARAMS, RECIPES
+from carsketch.mirror import serve
 from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, EVALUATE_CHECKS, METRICS_FILE, RAW_DIR
 
 DOWNLOADED = (RAW_DIR, DOWNLOAD_REPORT, BACKBONE_FILE, Path("params.yaml"))
-BEST = {key: yaml.safe_load(value) for key, value in (setting.split("=", 1) for setting in RECIPES["trained5_stretched"])}
+BEST = {key: yaml.safe_load(value)
+        for key, value in (setting.split("=", 1) for setting in RECIPES["trained5_stretched"])}
 PIPELINE = ("preprocess", "featurize", "train", "evaluate")
 # device auto: CUDA for featurize and train, and ONNX Runtime's CPU provider for evaluate where it has no CUDA one
 RUNS = {"cuda": ({"device": "auto"}, PIPELINE), "cpu": ({"device": "cpu"}, PIPELINE),
@@ -42,7 +44,6 @@ BATCH_SIZES = (64, 256, 1024)
 
 def prepare(directory: Path) -> None:
     """The benchmark's downloads, by the real download and weights stages from a loopback mirror of ../shared."""
-    from carsketch.mirror import serve
     server = serve(SHARED_DRAWINGS)
     with tempfile.TemporaryDirectory() as scratch:
         project = Path(scratch)
@@ -115,7 +116,7 @@ def featurize_figures(downloads: Path, device: str = "cuda") -> dict:
     return figures
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--prepare", action="store_true", help="download into DIRECTORY (here, with dvc, ../shared)")
@@ -123,12 +124,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the report here as JSON too")
     args = parser.parse_args()
     if args.prepare:
-        if missing := missing_from_shared():
-            sys.exit(missing)
-        return prepare(args.directory)
+        skipped = missing_from_shared(categories=[*PARAMS["categories"]["car"], *PARAMS["unseen"]["car"],
+                                                  *PARAMS["unseen"]["not_car"]])
+        if skipped:
+            print(skipped)
+        else:
+            prepare(args.directory)
+        return 0
     import torch
     if not torch.cuda.is_available():
-        sys.exit("skipped: torch sees no CUDA GPU here")
+        print("skipped: torch sees no CUDA GPU here")
+        return 0
     report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
               "featurize": featurize_figures(args.directory)}
     print("featurize", json.dumps(report["featurize"]), flush=True)
@@ -138,7 +144,8 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

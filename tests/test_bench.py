@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from bench import unseen
 from bench.project import DRAWINGS_IN_SHARED, REPO_ROOT, WEIGHTS_IN_SHARED, missing_from_shared, stages_ran
@@ -113,3 +114,10 @@ def test_unseen_report_gives_each_recipes_mean_over_seeds():
     report = unseen.markdown({"default": [seed_row(1, 0.94, 0.5, 0.90, 0.4), seed_row(2, 0.96, 0.7, 0.92, 0.2)]})
     assert "| default (2 seeds) | `(params.yaml)` | 0.950 | 0.600 | 0.100 | 0.910 | 0.040 | 0.020 | 15 |" in report
     assert "- default: headphones 0.30, ladder 0.00" in report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU it would run the GPU benchmark")
+def test_the_gpu_benchmark_skips_without_a_gpu(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                            text=True)
+    assert (result.returncode, result.stdout) == (0, "skipped: torch sees no CUDA GPU here\n"), result.stderr
