@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from carsketch.errors import PipelineError
-from carsketch.features import feature_function, featurize_batch_size, featurize_to_file
+from carsketch.features import feature_function, featurize_to_file
 from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config, resolve_device, save_model
 from carsketch.params import load_params
 from conftest import write_params
@@ -75,13 +75,18 @@ def test_the_frozen_part_on_cuda_gives_the_float32_features_of_the_cpu():
     assert relative_difference(on_cuda, on_cpu) < 1e-4  # bench.gpu: TF32 convolutions are further off
 
 
-@needs_gpu
-def test_featurize_to_file_on_cuda_pads_the_last_batch_and_keeps_every_row(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_gpu)])
+def test_featurize_runs_whole_batches_only_and_keeps_every_row(tmp_path, device):
     torch.manual_seed(0)
-    classifier = build_classifier(None)
+    function = feature_function(build_classifier(None), 64, "torch", torch.device(device))
     bitmaps = np.random.default_rng(1).integers(0, 256, (300, 784), dtype=np.uint8)
-    function = feature_function(classifier, 64, "torch", torch.device("cuda"))
-    featurize_to_file(function, bitmaps, tmp_path / "features.npy", batch_size=featurize_batch_size(torch.device("cuda")))
+    batch_rows = []
+
+    def recording(rows):
+        batch_rows.append(len(rows))
+        return function(rows)
+    featurize_to_file(recording, bitmaps, tmp_path / "features.npy", batch_size=128)
+    assert batch_rows == [128] * 4  # the shape probe, then 300 rows as 128, 128 and 44 + 84 blank (one CUDA shape)
     assert relative_difference(np.load(tmp_path / "features.npy"), function(bitmaps)) < 1e-4
 
 
