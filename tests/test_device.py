@@ -5,11 +5,14 @@ CI): the frozen part on CUDA gives the CPU's float32 features, which evaluate's 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from carsketch.errors import PipelineError
 from carsketch.features import feature_function, featurize_to_file
-from carsketch.model import TrainedModel, build_classifier, load_trained_model, model_config, resolve_device, save_model
+from carsketch.model import (CarSketchClassifier, TrainedModel, build_classifier, load_trained_model, model_config,
+                             resolve_device, save_model)
 from carsketch.params import load_params
+from carsketch.sketch import to_model_input
 from conftest import write_params
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
@@ -65,11 +68,26 @@ def relative_difference(actual: torch.Tensor | np.ndarray, expected: torch.Tenso
     return float((actual - expected).abs().max() / expected.abs().max())
 
 
+def with_drawing_statistics(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: int) -> CarSketchClassifier:
+    """Random weights shrink the features to about 1e-9; BatchNorm statistics of the drawings themselves keep them
+    near 1 (and P(car) varied), as ImageNet's do, so that a convolution computed less exactly shows."""
+    norms = [module for module in classifier.modules() if isinstance(module, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # the plain mean over what it sees
+        norm.train()
+    with torch.no_grad():
+        classifier.frozen_features(to_model_input(bitmaps, image_size))
+    for norm in norms:
+        norm.eval()
+    return classifier
+
+
 @needs_gpu
 def test_the_frozen_part_on_cuda_gives_the_float32_features_of_the_cpu():
     torch.manual_seed(0)
-    classifier = build_classifier(None)
     bitmaps = np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)
+    classifier = with_drawing_statistics(build_classifier(None), bitmaps, 128)
     on_cpu = feature_function(classifier, 128, "torch")(bitmaps)
     on_cuda = feature_function(classifier, 128, "torch", torch.device("cuda"))(bitmaps)
     assert relative_difference(on_cuda, on_cpu) < 1e-4  # bench.gpu: TF32 convolutions are further off
@@ -92,9 +110,11 @@ def test_featurize_runs_whole_batches_only_and_keeps_every_row(tmp_path, device)
 
 @needs_gpu
 def test_a_model_predicts_the_same_on_cuda_as_on_the_cpu(tmp_path):
-    model = TrainedModel(build_classifier(None), model_config(64, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
-    save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
+    torch.manual_seed(0)
     bitmaps = np.random.default_rng(2).integers(0, 256, (100, 784), dtype=np.uint8)
+    classifier = with_drawing_statistics(build_classifier(None), bitmaps, 128)
+    model = TrainedModel(classifier, model_config(128, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
+    save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
     on_cuda = load_trained_model(tmp_path / "model.pth", "cuda")
     assert on_cuda.device.type == "cuda"
     np.testing.assert_allclose(on_cuda.predict_proba(bitmaps), model.predict_proba(bitmaps), atol=1e-5)
