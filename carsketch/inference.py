@@ -82,7 +82,7 @@ class OnnxModel:
     def proba_from_frozen(self, features: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) from cached frozen features (an array or NpyRows, float16 or float32), a batch at a time."""
         if self._from_frozen is None:  # the part after the frozen features, cut out of the same file
-            import onnx  # here, not above: predict and serve never need it (0.5 s)
+            import onnx  # here, not above: predict and serve never need it (0.1 s)
             import onnx.utils
 
             part = onnx.utils.Extractor(onnx.load(self.path)).extract_model([FROZEN_FEATURES], [CAR_PROBABILITY])
