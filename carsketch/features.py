@@ -108,8 +108,9 @@ def featurize_to_file(function: FeatureFunction, bitmaps: np.ndarray, destinatio
     if not is_main():
         collections.deque(batches, maxlen=0)  # compute and send this process's share
         return
-    with (atomic_path(destination) as partial, NpyWriter(partial, dtype, (len(bitmaps), *shape)) as features,
-          progress(total=len(bitmaps), desc=desc, unit="drawing") as bar):
+    # the bar first: an interrupt while tqdm is built would leave a half-made bar that complains at exit
+    with (progress(total=len(bitmaps), desc=desc, unit="drawing") as bar, atomic_path(destination) as partial,
+          NpyWriter(partial, dtype, (len(bitmaps), *shape)) as features):
         for _, batch in batches:
             features.write(batch)
             bar.update(len(batch))
