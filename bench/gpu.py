@@ -42,6 +42,13 @@ THROUGHPUT_DRAWINGS = 1 << 17
 BATCH_SIZES = (64, 256, 1024)
 
 
+def copy_downloads(source: Path, destination: Path) -> None:
+    """DOWNLOADED, from one project folder to another."""
+    for path in DOWNLOADED:
+        (destination / path).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (source / path).is_dir() else shutil.copy)(source / path, destination / path)
+
+
 def prepare(directory: Path) -> None:
     """The benchmark's downloads, by the real download and weights stages from a loopback mirror of ../shared."""
     server = serve(SHARED_DRAWINGS)
@@ -50,9 +57,7 @@ def prepare(directory: Path) -> None:
         make_project(project, **PARAMS, base_url=server.url, weights=str(SHARED_WEIGHTS))
         run(project, "dvc", "repro", "weights", "download")
         server.shutdown()
-        for path in DOWNLOADED:
-            (directory / path).parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if (project / path).is_dir() else shutil.copy)(project / path, directory / path)
+        copy_downloads(project, directory)
 
 
 def stage_seconds(project: Path, stage: str) -> tuple[float, str]:
@@ -72,9 +77,7 @@ def pipeline(downloads: Path, settings: dict, stages: tuple[str, ...] = PIPELINE
         project = Path(scratch)
         for name in ("stages", "carsketch"):
             shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        for path in DOWNLOADED:
-            (project / path).parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if (downloads / path).is_dir() else shutil.copy)(downloads / path, project / path)
+        copy_downloads(downloads, project)
         # the weights file as the weights stage left it (params.yaml's own path is on the machine that downloaded)
         params = {**yaml.safe_load((project / "params.yaml").read_text()), "weights": str(BACKBONE_FILE), **settings}
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
