@@ -13,15 +13,10 @@ server share this machine's cores.
 
 import argparse
 import asyncio
-import contextlib
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,28 +24,13 @@ import numpy as np
 import yaml
 
 from bench.project import REPO_ROOT
-from carsketch.drawings import strokes_to_bitmap
-from carsketch.export import export_classifier, save_onnx
-from carsketch.inference import OnnxModel
+from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.export import save_onnx
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.model import build_classifier, model_config
 from carsketch.paths import ONNX_MODEL_FILE
-
-
-@contextlib.contextmanager
-def serve_process(model: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python -m carsketch serve` on a free loopback port; yields (process, base URL); Ctrl-C stops it after."""
-    process = subprocess.Popen([sys.executable, "-m", "carsketch", "serve", "--model", str(model), "--port", "0"],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # its stderr is ours
-    started = re.search(r" at (http://\S+) ", process.stdout.readline())
-    if not started:
-        process.kill()
-        raise RuntimeError("the server did not start: its error is above")
-    try:
-        yield process, started[1].rstrip("/")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
+from tests.models import export_classifier
+from tests.servers import serve_process
 
 
 def scribbles(count: int, seed: int = 0) -> list:

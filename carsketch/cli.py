@@ -9,8 +9,8 @@ from carsketch.errors import run_main
 # subcommand -> (module that implements it, one-line help). Each module has add_arguments(parser) and
 # run(args); it is imported only when its subcommand runs, so `--help` and each command start fast.
 SUBCOMMANDS = {
-    "predict": ("carsketch.predict", "classify drawings (images, .npy bitmaps, Quick, Draw! .ndjson) as car / not car"),
-    "serve": ("carsketch.serve", "a web page to draw on and a JSON API, over the trained model"),
+    "predict": ("carsketch.inference.predict", "classify drawings (images, .npy bitmaps, Quick, Draw! .ndjson) as car / not car"),
+    "serve": ("carsketch.inference.serve", "a web page to draw on and a JSON API, over the trained model"),
     "mirror": ("carsketch.mirror", "serve a folder of <category>.npy files over HTTP with Range support, like the bucket"),
 }
 

@@ -10,7 +10,6 @@ import concurrent.futures
 import functools
 import os
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,16 +22,13 @@ import urllib3
 from carsketch.dataset import allocate_evenly
 from carsketch.errors import PipelineError
 from carsketch.files import NPY_HEADER_READERS, atomic_path
+from carsketch.http_retry import BACKOFF_S, CHUNK_BYTES, RETRIES, TransientError, get, retrying, session
 from carsketch.params import Categories
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
 # Google's files have a 128-byte .npy header; a longer one costs a second request, never wrong data.
 HEADER_GUESS_BYTES = 128
-CHUNK_BYTES = 1 << 16
-TIMEOUT_S = (10, 60)  # connect, read
-RETRIES = 4
-BACKOFF_S = 1.0
 # `not_car: all` reads each file's header first: this many bytes (Google's header is 128) and requests at a time.
 PROBE_BYTES = 1024
 PROBE_THREADS = 8
@@ -41,10 +37,6 @@ PROBE_THREADS = 8
 class NpyHeader(NamedTuple):
     rows: int
     data_offset: int
-
-
-class TransientError(Exception):
-    """A failure worth retrying: a dropped connection, a timeout, a truncated body, a 5xx."""
 
 
 def parse_npy_header(stream: BinaryIO, source: str) -> NpyHeader:
@@ -106,25 +98,15 @@ def _full_size(response):
     return int(response.headers.get("Content-Length", 0)) or None
 
 
-def _fetch_http(session, url, destination, max_rows, bar, stats):
-    """One attempt at fetching `url` over HTTP(S), with a Range request when max_rows is set.
-
-    `session` is a requests.Session, or the requests module itself for one-off connections.
-    """
+def _fetch_http(http, url, destination, max_rows, bar, stats):
+    """One attempt at fetching `url` over HTTP(S), with a Range request when max_rows is set."""
     range_end = HEADER_GUESS_BYTES + max_rows * BITMAP_PIXELS if max_rows is not None else None
     while True:
         headers = {"Range": f"bytes=0-{range_end - 1}"} if range_end is not None else {}
-        try:
-            response = session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S)
-        except (requests.ConnectionError, requests.Timeout) as error:
-            raise TransientError(f"{url}: {error}") from error
+        response = get(http, url, headers)
+        if response is None:
+            raise PipelineError(f"no such file: {url} (HTTP 404); check the category name and base_url")
         with response:
-            if response.status_code == 404:
-                raise PipelineError(f"no such file: {url} (HTTP 404); check the category name and base_url")
-            if response.status_code >= 500:
-                raise TransientError(f"{url}: HTTP {response.status_code}")
-            if response.status_code not in (200, 206):
-                raise PipelineError(f"{url}: HTTP {response.status_code} {response.reason}")
             stats["full_size_bytes"] = _full_size(response)
             response.raw.decode_content = True
             stream = _CountingReader(response.raw)
@@ -177,28 +159,20 @@ def category_location(base_url: str, category: str) -> tuple[str, str | Path]:
 
 
 def fetch_category(base_url: str, category: str, destination: Path, max_rows: int | None = None,
-                   session: requests.Session | None = None, retries: int = RETRIES,
-                   backoff_s: float = BACKOFF_S) -> dict:
+                   http: requests.Session | None = None, retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> dict:
     """Fetch one category's drawings into `destination` (.npy, uint8, (N, 784)); returns a report dict.
 
-    Transient failures are retried with exponential backoff; the file appears only when complete.
+    Failures are retried with exponential backoff (carsketch.http_retry); the file appears only when complete.
     """
     kind, location = category_location(base_url, category)
     stats = {"bytes_fetched": 0, "full_size_bytes": None}
     with progress(desc=category, unit="B", unit_scale=True, nested=True) as bar, atomic_path(destination) as partial:
-        for attempt in range(retries + 1):
-            try:
-                if kind == "file":
-                    rows = _fetch_local(location, partial, max_rows, bar, stats)
-                else:
-                    rows = _fetch_http(session or requests, location, partial, max_rows, bar, stats)
-                break
-            except TransientError as error:
-                if attempt == retries:
-                    raise PipelineError(f"giving up on {location} after {retries + 1} attempts: {error}") from error
-                delay = backoff_s * 2 ** attempt
-                bar.write(f"{error}; retrying in {delay:.1f}s")
-                time.sleep(delay)
+        if kind == "file":
+            rows = _fetch_local(location, partial, max_rows, bar, stats)
+        else:
+            http = http or session(retries, backoff_s)
+            rows = retrying(lambda: _fetch_http(http, location, partial, max_rows, bar, stats), location, retries,
+                            backoff_s, bar.write)
         np.load(partial, mmap_mode="r")  # the file we wrote must read back as a valid .npy
     return {"rows": rows, **stats}
 
@@ -213,7 +187,7 @@ def sync_categories(base_url: str, rows_to_fetch: dict[str, int | None], folder:
     does not stop the others. Returns each category's report ({source, max_rows, rows, bytes_fetched,
     full_size_bytes}) and one message per failure.
     """
-    reports, failures = {}, []
+    reports, failures, http = {}, [], session()
     for category, max_rows in rows_to_fetch.items():
         destination = folder / category_file(category)
         wanted = {"source": str(category_location(base_url, category)[1]), "max_rows": max_rows}
@@ -222,7 +196,7 @@ def sync_categories(base_url: str, rows_to_fetch: dict[str, int | None], folder:
             reports[category] = report
             continue
         try:
-            reports[category] = {**wanted, **fetch_category(base_url, category, destination, max_rows)}
+            reports[category] = {**wanted, **fetch_category(base_url, category, destination, max_rows, http)}
         except PipelineError as error:
             failures.append(f"{category}: {error}")
     for stale in set(folder.glob(category_file("*"))) - {folder / category_file(category) for category in rows_to_fetch}:
@@ -234,27 +208,25 @@ def probe_rows(base_url: str, category: str, retries: int = RETRIES, backoff_s: 
     """Rows in `<base_url>/<category>.npy` from its header alone (one small Range request); None where there is
     no such file."""
     kind, location = category_location(base_url, category)
-    for attempt in range(retries + 1):
+    if kind == "file":
         try:
-            if kind == "file":
-                with open(location, "rb") as source:
-                    return parse_npy_header(_CountingReader(source), location).rows
-            with requests.get(location, headers={"Range": f"bytes=0-{PROBE_BYTES - 1}"}, stream=True,
-                              timeout=TIMEOUT_S) as response:
-                if response.status_code == 404:
-                    return None
-                if response.status_code >= 500:
-                    raise TransientError(f"{location}: HTTP {response.status_code}")
-                if response.status_code not in (200, 206):
-                    raise PipelineError(f"{location}: HTTP {response.status_code} {response.reason}")
-                return parse_npy_header(_CountingReader(response.raw), location).rows
+            with open(location, "rb") as source:
+                return parse_npy_header(_CountingReader(source), location).rows
         except FileNotFoundError:
             return None
-        except (TransientError, requests.ConnectionError, requests.Timeout) as error:
-            if attempt == retries or kind == "file":
-                raise PipelineError(f"giving up on {location}: {error}") from error
-            time.sleep(backoff_s * 2 ** attempt)
-    raise AssertionError("unreachable")
+        except TransientError as error:  # a short local file will not grow by retrying
+            raise PipelineError(str(error)) from error
+
+    def read_header():
+        response = get(session(retries, backoff_s), location, {"Range": f"bytes=0-{PROBE_BYTES - 1}"})
+        if response is None:
+            return None
+        with response:
+            try:
+                return parse_npy_header(_CountingReader(response.raw), location).rows
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as error:
+                raise TransientError(f"{location}: {error}") from error
+    return retrying(read_header, location, retries, backoff_s)
 
 
 def _capped(rows: int, cap: int | None) -> int:

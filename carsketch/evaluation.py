@@ -1,16 +1,17 @@
 """Test-set figures for a trained model: metrics, a per-category table, plot data, and a consistency check.
 
 Predictions come from the cached test features; a sample of test drawings is also run through the saved
-full model from raw bitmaps, and the two paths must agree. The figures are scikit-learn's (the tests compare
-them), computed in numpy: importing sklearn.metrics alone takes longer than this whole stage otherwise does.
+full model from raw bitmaps, and the two paths must agree. The figures and curves are scikit-learn's; the expected
+calibration error, which it lacks, is computed here.
 """
 
 from collections import defaultdict
 
 import numpy as np
+from sklearn import metrics
 
 from carsketch.errors import PipelineError
-from carsketch.inference import OnnxModel
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.labels import CAR, LABEL_NAMES, NOT_CAR
 
 # Test drawings re-run through the full model to check the cached-feature path; the probabilities
@@ -24,26 +25,11 @@ PLOT_POINTS = 500
 ECE_BINS = 15
 
 
-def _counts_by_threshold(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positives when each distinct probability, from the highest down, is the threshold."""
-    order = np.argsort(probability, kind="stable")[::-1]
-    y, probability = np.asarray(y)[order], probability[order]
-    last_of_each = np.r_[np.flatnonzero(np.diff(probability)), len(y) - 1]
-    true_positives = np.cumsum(y)[last_of_each]
-    return last_of_each + 1 - true_positives, true_positives
-
-
-def roc_curve(y: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) from (0, 0) through every distinct threshold; needs both labels."""
-    false_positives, true_positives = _counts_by_threshold(y, probability)
-    return np.r_[0, false_positives] / false_positives[-1], np.r_[0, true_positives] / true_positives[-1]
-
-
 def roc_auc(y: np.ndarray, probability: np.ndarray) -> float | None:
     """Area under the ROC curve: the chance that a car drawing gets a higher P(car) than a not-car one (ties count
     half), whatever the threshold; None with one label only."""
     y = np.asarray(y).astype(bool)
-    return float(np.trapezoid(*roc_curve(y, probability)[::-1])) if 0 < y.sum() < len(y) else None
+    return float(metrics.roc_auc_score(y, probability)) if 0 < y.sum() < len(y) else None
 
 
 def expected_calibration_error(y: np.ndarray, probability: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -58,18 +44,14 @@ def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: fl
     calibration: the Brier score (mean squared error of P(car); 0.25 is a coin's) and the ECE."""
     y, probability = np.asarray(y).astype(bool), np.asarray(probability, np.float64)
     predicted = probability >= threshold
-    true_positives = int(np.sum(predicted & y))
-    clipped = np.clip(probability, np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
-    precision = true_positives / max(int(predicted.sum()), 1)
-    recall = true_positives / max(int(y.sum()), 1)
     return {
-        "accuracy": float(np.mean(predicted == y)),
-        "loss": float(-np.mean(np.where(y, np.log(clipped), np.log1p(-clipped)))),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": float(metrics.accuracy_score(y, predicted)),
+        "loss": float(metrics.log_loss(y, probability, labels=[False, True])),
+        "precision": float(metrics.precision_score(y, predicted, zero_division=0)),
+        "recall": float(metrics.recall_score(y, predicted, zero_division=0)),
+        "f1": float(metrics.f1_score(y, predicted, zero_division=0)),
         "roc_auc": roc_auc(y, probability),
-        "brier": float(np.mean((probability - y) ** 2)),
+        "brier": float(metrics.brier_score_loss(y, probability, pos_label=True)),
         "ece": expected_calibration_error(y, probability),
     }
 
@@ -113,16 +95,16 @@ def _thin(points):
 
 def plot_data(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, list[dict]]:
     """Rows for DVC's confusion, ROC and precision-recall plots."""
-    names = np.array([LABEL_NAMES[0], LABEL_NAMES[1]])
+    names = np.array([LABEL_NAMES[NOT_CAR], LABEL_NAMES[CAR]])
     confusion = [{"actual": a, "predicted": p}
                  for a, p in zip(names[np.asarray(y).astype(int)], names[(probability >= threshold).astype(int)])]
-    fpr, tpr = roc_curve(y, probability)
-    false_positives, true_positives = _counts_by_threshold(y, probability)
-    precision, recall = true_positives / (true_positives + false_positives), true_positives / true_positives[-1]
+    fpr, tpr, _ = metrics.roc_curve(y, probability)
+    precision, recall, _ = metrics.precision_recall_curve(y, probability, drop_intermediate=True)
     return {
         "confusion.json": confusion,
         "roc.json": _thin([{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)]),
-        "precision_recall.json": _thin([{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision)]),
+        "precision_recall.json": _thin([{"recall": float(r), "precision": float(p)}
+                                        for r, p in zip(recall[::-1], precision[::-1])]),
     }
 
 

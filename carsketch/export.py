@@ -16,7 +16,7 @@ from torch import nn
 
 from carsketch.errors import PipelineError
 from carsketch.files import atomic_path
-from carsketch.inference import BITMAPS, CAR_PROBABILITY, CONFIG_KEY, FROZEN_FEATURES
+from carsketch.inference.onnx_model import BITMAPS, CAR_PROBABILITY, CONFIG_KEY, FROZEN_FEATURES
 from carsketch.model import CarSketchClassifier, TrainedPart
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import bitmaps_to_input
@@ -66,14 +66,6 @@ def export_model(frozen: onnx.ModelProto, trained: TrainedPart, feature_shape: t
     model = onnx.compose.merge_models(frozen, trained_model, io_map=[(FROZEN_FEATURES, FROZEN_FEATURES)])
     onnx.helper.set_model_props(model, {CONFIG_KEY: json.dumps(config)})
     return model
-
-
-def export_classifier(classifier: CarSketchClassifier, config: dict) -> onnx.ModelProto:
-    """A whole classifier in one go (tests, benchmarks); the pipeline exports its two parts in two stages."""
-    frozen = export_frozen(classifier, config["image_size"])
-    with torch.inference_mode():
-        feature_shape = classifier.frozen_features(torch.zeros(1, 3, config["image_size"], config["image_size"])).shape
-    return export_model(frozen, classifier.trained, tuple(feature_shape[1:]), config)
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:

@@ -15,8 +15,8 @@ import torch
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyWriter, atomic_path
-from carsketch.inference import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
-from carsketch.model import CarSketchClassifier, batched, float32_convolutions
+from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
+from carsketch.model import CarSketchClassifier, float32_convolutions
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
@@ -64,14 +64,6 @@ def feature_function(classifier: CarSketchClassifier, image_size: int, engine: s
         with float32_convolutions():
             return classifier.frozen_features(to_model_input(bitmaps, image_size, device=device)).cpu()
     return run_torch
-
-
-def featurize(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: int, engine: str = "torch",
-              desc: str = "featurize") -> torch.Tensor:
-    """The classifier's frozen features of uint8 bitmaps, batched, with a progress bar."""
-    function = feature_function(classifier, image_size, engine)
-    with progress(total=len(bitmaps), desc=desc, unit="drawing") as bar:
-        return batched(function, bitmaps, bar=bar)
 
 
 def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size: int,

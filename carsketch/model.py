@@ -5,12 +5,8 @@ The backbone is split at a boundary: blocks before it are frozen and their outpu
 """
 
 import contextlib
-import shutil
-import sys
-import urllib.error
-import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Self
+from typing import Callable, Iterator, Self
 
 import numpy as np
 import torch
@@ -19,33 +15,18 @@ from torch import nn
 
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows, atomic_path
-from carsketch.inference import INFERENCE_BATCH
+from carsketch.inference.onnx_model import INFERENCE_BATCH
 from carsketch.params import BACKBONE_BLOCKS
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
 FEATURE_DIM = 1280
-LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 
 
-class CarSketchHead(nn.Sequential):
+def car_sketch_head(in_features: int = FEATURE_DIM, hidden: int = 128, dropout: float = 0.2) -> nn.Sequential:
     """The seed's head on the pooled 1280-d features; it outputs a logit (sigmoid gives P(car))."""
-
-    def __init__(self, in_features: int = FEATURE_DIM, hidden: int = 128, dropout: float = 0.2):
-        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, 1))
-
-    def forward(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """`keep`, in training, is the dropout mask to use (1 keeps a unit): data-parallel training gives each
-        process its rows of one global mask, so that it drops exactly what one process would."""
-        linear, relu, dropout, output = self
-        hidden = relu(linear(features))
-        if keep is not None and self.training:
-            return output(hidden * keep / (1 - dropout.p))
-        return output(dropout(hidden))
 
 
 def resolve_device(setting: str | torch.device = "cpu") -> torch.device:
@@ -71,24 +52,6 @@ def float32_convolutions() -> Iterator[None]:
         yield
     finally:
         convolutions.fp32_precision = previous
-
-
-def fetch_backbone_weights(source: str, destination: Path) -> None:
-    """Put the MobileNetV2 state dict at `source` (an http(s):// URL or a file) at `destination`, checked.
-
-    The file must load into torchvision's mobilenet_v2 exactly; nothing is left at `destination` otherwise.
-    """
-    with atomic_path(destination) as partial:
-        if urllib.parse.urlsplit(source).scheme in ("http", "https"):
-            try:
-                torch.hub.download_url_to_file(source, str(partial), progress=sys.stderr.isatty())
-            except (urllib.error.URLError, OSError) as error:
-                raise PipelineError(f"could not download backbone weights from {source} ({error}). Offline? Set "
-                                    f"`weights` in params.yaml to a local state-dict file, e.g. "
-                                    f"`weights: {LOCAL_WEIGHTS_EXAMPLE}`") from error
-        else:
-            shutil.copyfile(source, partial)
-        load_backbone(partial, source)
 
 
 def load_backbone(path: Path | str | None, source: str | None = None) -> nn.Sequential:
@@ -121,17 +84,17 @@ class TrainedPart(nn.Module):
     def __init__(self, blocks: nn.Sequential | None = None):
         super().__init__()
         self.trainable = blocks if blocks is not None else nn.Sequential()
-        self.head = CarSketchHead()
+        self.head = car_sketch_head()
 
     def train(self, mode: bool = True) -> Self:
         super().train(mode)
         self.trainable.eval()
         return self
 
-    def forward(self, frozen_features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, frozen_features: torch.Tensor) -> torch.Tensor:
         if len(self.trainable):
             frozen_features = _pool(self.trainable(frozen_features))
-        return self.head(frozen_features, keep).squeeze(1)
+        return self.head(frozen_features).squeeze(1)
 
 
 class CarSketchClassifier(nn.Module):
@@ -154,7 +117,7 @@ class CarSketchClassifier(nn.Module):
         return self
 
     @property
-    def head(self) -> CarSketchHead:
+    def head(self) -> nn.Sequential:
         return self.trained.head
 
     def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -171,7 +134,7 @@ def build_classifier(backbone_file: Path | str | None, trainable_blocks: int = 0
     torch.manual_seed(seed)  # a random backbone (tests) is the same for a seed too
     classifier = CarSketchClassifier(load_backbone(backbone_file), trainable_blocks)
     torch.manual_seed(seed)
-    classifier.trained.head = CarSketchHead()
+    classifier.trained.head = car_sketch_head()
     return classifier.eval()
 
 
@@ -214,13 +177,9 @@ def parameters_device(module: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def batched(function: Callable[[np.ndarray], torch.Tensor], inputs: np.ndarray | NpyRows,
-            batch_size: int = INFERENCE_BATCH, bar: "tqdm | None" = None) -> torch.Tensor:
+            batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     """Apply `function` to `inputs` in batches and concatenate the results (inference mode)."""
-    outputs = []
-    for start in range(0, len(inputs), batch_size):
-        outputs.append(function(inputs[start:start + batch_size]))
-        if bar is not None:
-            bar.update(len(outputs[-1]))
+    outputs = [function(inputs[start:start + batch_size]) for start in range(0, len(inputs), batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 

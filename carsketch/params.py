@@ -11,6 +11,7 @@ from typing import Any, Callable
 import yaml
 
 from carsketch.errors import PipelineError
+from carsketch.devices import DEVICES
 from carsketch.labels import CAR, NOT_CAR, SIDES
 from carsketch.quickdraw import CATEGORIES, unknown_category_message
 
@@ -18,7 +19,6 @@ PARAMS_FILE = Path("params.yaml")
 FEATURIZE_ENGINES = ("onnxruntime", "torch")
 FEATURE_DTYPES = ("float32", "float16")
 LR_SCHEDULES = ("constant", "cosine")
-DEVICES = ("auto", "cpu", "cuda")
 # `categories.not_car: all`: every Quick, Draw! category not listed as car or unseen.
 ALL = "all"
 # MobileNetV2's convolutional blocks (torchvision's mobilenet_v2().features); at least the first stays frozen.

@@ -7,7 +7,7 @@ It runs the ONNX model in ONNX Runtime, with no torch or scikit-learn to import:
 from carsketch.errors import run_main
 from carsketch.evaluation import check_agreement, classification_metrics, per_category, plot_data, unseen_metrics
 from carsketch.files import NpyRows, load_array, save_json
-from carsketch.inference import OnnxModel
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.params import load_params
 from carsketch.paths import (EVALUATE_CHECKS, FEATURES_DIR, METRICS_FILE, ONNX_MODEL_FILE, PER_CATEGORY_FILE,
                              PLOTS_DIR, PROCESSED_DIR, UNSEEN_PER_CATEGORY_FILE, UNSEEN_SPLIT)

@@ -11,29 +11,27 @@ import torch
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_model, load_onnx, save_onnx
-from carsketch.files import NpyRows, load_array, save_json
+from carsketch.files import NpyRows, load_array
 from carsketch.model import build_trained_part, full_state_dict, model_config, save_model
 from carsketch.params import Params, load_params
 from carsketch.paths import (BACKBONE_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, MODEL_FILE, ONNX_MODEL_FILE,
-                             PROCESSED_DIR, TRAIN_LOG, TRAIN_METRICS)
-from carsketch.training import fit, format_epoch, write_log
+                             PROCESSED_DIR, TRAIN_LOG)
+from carsketch.training import epoch_log, fit
 
 
 def train(params: Params, device: torch.device) -> None:
     features = {split: NpyRows(FEATURES_DIR / f"{split}.npy").small_in_memory() for split in ("train", "val")}
     labels = {split: load_array(PROCESSED_DIR / split / "y.npy") for split in ("train", "val")}
     trained = build_trained_part(BACKBONE_FILE, params.trainable_blocks, params.seed).to(device)
-    log = fit(trained, features["train"], labels["train"], params.epochs, params.batch_size, params.lr, params.seed,
-              params.lr_schedule, features["val"], labels["val"],
-              on_epoch=lambda row: print(format_epoch(row)) if is_main() else None)
+    with epoch_log(TRAIN_LOG) as log_epoch:
+        fit(trained, features["train"], labels["train"], params.epochs, params.batch_size, params.lr, params.seed,
+            params.lr_schedule, features["val"], labels["val"], on_epoch=log_epoch)
     if not is_main():
         return
     config = model_config(params.image_size, params.trainable_blocks, params.weights, params.categories.as_dict())
     trained.cpu()
     save_model(MODEL_FILE, full_state_dict(BACKBONE_FILE, trained), config)
     save_onnx(export_model(load_onnx(FROZEN_MODEL_FILE), trained, features["train"].shape[1:], config), ONNX_MODEL_FILE)
-    write_log(TRAIN_LOG, log)
-    save_json(TRAIN_METRICS, {key: value for key, value in log[-1].items() if key != "epoch"})
 
 
 def main() -> None:

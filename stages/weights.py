@@ -4,9 +4,9 @@ dvc.yaml names `weights` (a URL or a file) as this stage's dependency, so DVC no
 """
 
 from carsketch.errors import run_main
-from carsketch.model import fetch_backbone_weights
 from carsketch.params import load_params
 from carsketch.paths import BACKBONE_FILE
+from carsketch.weights import fetch_backbone_weights
 
 
 def main() -> None:

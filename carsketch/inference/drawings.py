@@ -203,51 +203,9 @@ def ndjson_drawings(lines: Iterable[str]) -> Iterator[tuple[int, np.ndarray | st
                 yield number, str(error)
 
 
-def read_ndjson(path: Path | str) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, str]]]:
-    """Each drawing of a Quick, Draw! .ndjson file as (line number, bitmap), and each bad line as (line, why)."""
-    drawings, problems = [], []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as lines:
-            for number, result in ndjson_drawings(lines):
-                (problems if isinstance(result, str) else drawings).append((number, result))
-    except OSError as error:
-        raise PipelineError(f"cannot read it ({error.strerror})") from None
-    return drawings, problems
-
-
-def _npy_drawings(path):
-    bitmaps = read_npy_bitmaps(path)
-    drawn = bitmaps.any(axis=(1, 2))
-    return ([(row, bitmap) for row, bitmap in enumerate(bitmaps) if drawn[row]],
-            [(int(row), "empty drawing (blank bitmap)") for row in np.flatnonzero(~drawn)])
-
-
-def _image_drawings(path):
-    return [(None, image_to_bitmap(path))], []
-
-
-_READERS = {".npy": _npy_drawings, ".ndjson": read_ndjson, ".jsonl": read_ndjson}
-
-
 def drawing_name(path: Path | str, index: int | None) -> str:
     """How messages and tables name a drawing: 'file', 'file row 3' (.npy, from 0) or 'file line 3' (from 1)."""
     if index is None:
         return str(path)
     return f"{path} {'row' if Path(path).suffix.lower() == '.npy' else 'line'} {index}"
 
-
-def read_drawings(path: Path | str) -> tuple[list[tuple[int | None, np.ndarray]], list[str]]:
-    """Every drawing in an image, .npy or .ndjson file: ([(index, bitmap)], [message for each unusable one]).
-
-    The index is None for an image, the row of an .npy file (from 0, as numpy counts) and the line of an
-    .ndjson file (from 1, as editors count). Each message names the file and the row or line.
-    """
-    path = Path(path)
-    reader = _READERS.get(path.suffix.lower(), _image_drawings)
-    try:
-        if not path.is_file():
-            raise PipelineError("no such file")
-        drawings, problems = reader(path)
-    except PipelineError as error:
-        return [], [f"{path}: {error}"]
-    return drawings, [f"{drawing_name(path, index)}: {problem}" for index, problem in problems]

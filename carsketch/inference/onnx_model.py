@@ -15,7 +15,7 @@ from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
 from carsketch.quickdraw import BITMAP_PIXELS
 
-if TYPE_CHECKING:  # imported when a session is made: `import carsketch.inference` stays light
+if TYPE_CHECKING:  # imported when a session is made: importing this module stays light
     import onnxruntime
 
 # Drawings per model call: at 128 px a batch of 64 peaks at half the memory of 256 (1.1 against 2.3 GiB in

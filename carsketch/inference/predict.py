@@ -1,7 +1,7 @@
 """Classify drawings as car / not car with the trained model: `python -m carsketch predict INPUT...`
 
 Inputs are images (PNG, JPEG, ...), .npy bitmaps, Quick, Draw! .ndjson files and `-` (ndjson on standard
-input); carsketch.drawings turns each drawing into the dataset's 28x28 bitmap. Drawings are read lazily and
+input); carsketch.inference.drawings turns each drawing into the dataset's 28x28 bitmap. Drawings are read lazily and
 classified a batch at a time by the ONNX model train writes, in ONNX Runtime (no torch to import), and each
 batch's results are printed as soon as they are known: memory stays flat however many drawings come in. The
 model file is loaded on its own (no params.yaml). An unusable input gets one line on stderr and makes the exit status 1,
@@ -16,12 +16,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from carsketch.drawings import drawing_name, ndjson_drawings, read_drawings, read_npy_bitmaps
+from carsketch.inference.drawings import drawing_name, image_to_bitmap, ndjson_drawings, read_npy_bitmaps
+from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
-from carsketch.inference import INFERENCE_BATCH, OnnxModel
+from carsketch.inference.onnx_model import INFERENCE_BATCH, OnnxModel
 from carsketch.labels import LABEL_NAMES
-from carsketch.params import DEVICES
 from carsketch.paths import ONNX_MODEL_FILE
 from carsketch.quickdraw import BITMAP_SIDE
 
@@ -76,8 +76,7 @@ def input_drawings(path: str) -> Iterator[Drawing | str]:
         elif suffix in NDJSON_SUFFIXES:
             yield from _ndjson_file(path)
         else:
-            drawings, problems = read_drawings(path)  # one image: one drawing or one problem
-            yield from problems or [(path, index, bitmap) for index, bitmap in drawings]
+            yield path, None, image_to_bitmap(path)
     except PipelineError as error:
         yield f"{path}: {error}"
 

@@ -25,13 +25,13 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
-from carsketch.drawings import image_to_bitmap, load_image, strokes_to_bitmap
+from carsketch.inference.drawings import image_to_bitmap, load_image, strokes_to_bitmap
+from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.labels import SIDES
-from carsketch.inference import OnnxModel
-from carsketch.params import DEVICES
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.paths import ONNX_MODEL_FILE
-from carsketch.predict import label_for
+from carsketch.inference.predict import label_for
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY_BYTES = 1_000_000
@@ -86,6 +86,10 @@ class MicroBatcher:
         self.predict_proba = predict_proba
         self.max_batch = max_batch
         self.queue: asyncio.Queue = asyncio.Queue()
+
+    def waiting(self) -> int:
+        """The requests queued for the next model call."""
+        return self.queue.qsize()
 
     async def predict(self, bitmaps: np.ndarray) -> np.ndarray:
         """P(car) for these bitmaps, computed in a batch with whatever else is waiting."""
@@ -226,6 +230,7 @@ def create_app(model: OnnxModel) -> FastAPI:
                   exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid_request,
                                       Exception: _server_error})
     app.add_middleware(BodyLimit)
+    app.state.batcher = batcher
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
