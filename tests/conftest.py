@@ -1,26 +1,30 @@
-"""Shared test fixtures: tiny generated Quick, Draw!-style files, a tiny model and real HTTP servers on loopback."""
+"""Shared test fixtures: tiny generated Quick, Draw!-style drawings and files, models that tell them apart, and real
+HTTP servers on loopback."""
 
-import contextlib
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import uvicorn
 import yaml
-from torchvision.models import mobilenet_v2
+from PIL import Image, ImageDraw
 
+from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.mirror import MirrorHandler, serve
-from carsketch.export import export_classifier, save_onnx
-from carsketch.model import build_classifier, model_config
+from carsketch.model import model_config
+from carsketch.export import save_onnx
 from carsketch.paths import BACKBONE_FILE
-from carsketch.serve import listen
+from carsketch.quickdraw import BITMAP_PIXELS
+from models import export_classifier, pretrain_backbone, train_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+# The categories whose generated drawings are car-like: params.yaml's own car list.
+CAR_CATEGORIES = frozenset(PARAMS["categories"]["car"])
+# The fixture models' input size: small, so that they are quick.
+IMAGE_SIZE = 32
+FIXTURE_CATEGORIES = {"car": ["car"], "not_car": ["apple"]}
 # A real simplified airplane (key_id 4572612074143744) from the Quick, Draw! dataset (Google, CC BY 4.0).
 AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
              [81, 81, 87, 109, 124, 126, 117, 105, 78, 75, 76, 79]],
@@ -31,80 +35,96 @@ AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
             [[127, 138, 161, 188, 193, 194], [182, 202, 225, 224, 219, 206]]]
 
 
+def make_drawings(kind: str, count: int, seed: int = 0) -> list:
+    """Quick, Draw!-style strokes that a model can tell apart: a 'car' is 2-4 long, nearly horizontal strokes in a band
+    wider than it is tall; any other kind is the same turned upright (vertical strokes)."""
+    rng = np.random.default_rng(seed)
+    drawings = []
+    for _ in range(count):
+        strokes = []
+        for _ in range(rng.integers(2, 5)):
+            start, length, across = rng.integers(0, 60), rng.integers(150, 196), rng.integers(0, 100)
+            along, cross = [int(start), int(start + length)], [int(across), int(across + rng.integers(-10, 11))]
+            strokes.append([along, cross] if kind == "car" else [cross, along])
+        drawings.append(strokes)
+    return drawings
+
+
+def make_bitmaps(kind: str, rows: int, seed: int = 0) -> np.ndarray:
+    """make_drawings' drawings as the dataset's (rows, 784) uint8 bitmaps, rasterised as Google made them."""
+    return np.array([strokes_to_bitmap(d) for d in make_drawings(kind, rows, seed)], np.uint8).reshape(rows, BITMAP_PIXELS)
+
+
+def labelled_bitmaps(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` car bitmaps then `count` others, and their labels (1 for car)."""
+    bitmaps = np.concatenate([make_bitmaps("car", count, seed), make_bitmaps("other", count, seed + 1)])
+    return bitmaps, np.repeat(np.array([1, 0], np.float32), count)
+
+
+def mixed_drawings(count: int, seed: int) -> tuple[list, np.ndarray]:
+    """`count` drawings, cars and others shuffled together, and which are cars (1): the ground truth of a test."""
+    truth = np.random.default_rng(seed).integers(0, 2, count)
+    cars, others = iter(make_drawings("car", count, seed)), iter(make_drawings("other", count, seed + 1))
+    return [next(cars) if car else next(others) for car in truth], truth
+
+
+def accuracy(labels: list[str], truth: np.ndarray) -> float:
+    """The share of `labels` ("car" / "not_car") that are `truth` (1 for car), position by position."""
+    assert len(labels) == len(truth)
+    return float(np.mean([label == ("car" if car else "not_car") for label, car in zip(labels, truth)]))
+
+
+def draw_png(path: Path, strokes: list, size: tuple[int, int] = (300, 200)) -> Path:
+    """The strokes (0-255) drawn in black on white, 6 px wide, as a user's image file."""
+    image = Image.new("L", size, 255)
+    scale = (min(size) - 40) / 255
+    for xs, ys in strokes:
+        ImageDraw.Draw(image).line([(20 + x * scale, 20 + y * scale) for x, y in zip(xs, ys)], fill=0, width=6)
+    image.save(path)
+    return path
+
+
 def write_params(folder: Path, **overrides) -> dict:
     """params.yaml in `folder`: the project's own, with `overrides`; returns what it wrote."""
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params.update(overrides)
+    params = {**PARAMS, **overrides}
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
 
 @pytest.fixture(scope="session")
-def random_weights(tmp_path_factory) -> Path:
-    """A mobilenet_v2 state dict with random (seeded) weights: a stand-in for ImageNet's in tests."""
-    path = tmp_path_factory.mktemp("weights") / "random_mobilenet_v2.pth"
-    torch.manual_seed(0)
-    torch.save(mobilenet_v2().state_dict(), path)
+def fixture_weights(tmp_path_factory) -> Path:
+    """A mobilenet_v2 state dict pretrained for a few seconds on the fixture drawings: the stand-in for ImageNet's
+    weights, whose frozen features carry what tells a car drawing from another, so the pipeline learns on them."""
+    path = tmp_path_factory.mktemp("weights") / "fixture_mobilenet_v2.pth"
+    pretrain_backbone(*labelled_bitmaps(400, seed=1000), IMAGE_SIZE, path)
     return path
 
 
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory):
-    """A tiny untrained ONNX model (random weights, 32 px input), as train writes: enough to run the whole path quickly."""
-    path = tmp_path_factory.mktemp("model") / "m.onnx"
-    config = model_config(image_size=32, trainable_blocks=0, weights="random",
-                          categories={"car": ["car"], "not_car": ["apple"]})
-    save_onnx(export_classifier(build_classifier(None), config), path)
+def model_path(tmp_path_factory, fixture_weights) -> Path:
+    """The fixture model as train writes it (.onnx): the frozen fixture backbone and a head trained on fixture drawings
+    (make_drawings' cars are car, the rest not), so its P(car) depends on the drawing and is right on them."""
+    path = tmp_path_factory.mktemp("model") / "fixture.onnx"
+    classifier = train_classifier(fixture_weights, *labelled_bitmaps(200, seed=2000), IMAGE_SIZE)
+    save_onnx(export_classifier(classifier, model_config(IMAGE_SIZE, 0, "fixture", FIXTURE_CATEGORIES)), path)
     return path
-
-
-@contextlib.contextmanager
-def running(app):
-    """The web app served by uvicorn on a free loopback port, in a thread; yields its base URL, then stops it."""
-    sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture
-def backbone_file(tmp_path, random_weights) -> Path:
+def backbone_file(tmp_path, fixture_weights) -> Path:
     """The weights stage's output in a project at tmp_path, as if `dvc repro weights` had run."""
     path = tmp_path / BACKBONE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(random_weights.read_bytes())
+    path.write_bytes(fixture_weights.read_bytes())
     return path
 
 
-def make_bitmaps(kind, rows, seed=0):
-    """Tiny drawings that a model can tell apart: 'car' has horizontal strokes, others vertical ones."""
-    rng = np.random.default_rng(seed)
-    bitmaps = np.zeros((rows, 28, 28), np.uint8)
-    for row in bitmaps:
-        for _ in range(3):
-            line, start = rng.integers(4, 24), rng.integers(2, 10)
-            if kind == "car":
-                row[line, start:start + 14] = 255
-            else:
-                row[start:start + 14, line] = 255
-    return bitmaps.reshape(rows, 784)
-
-
-def write_category_files(folder, sizes):
-    """Write `<category>.npy` files of the given row counts; returns {category: array}."""
+def write_category_files(folder: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Write `<category>.npy` files of the given row counts, car-like drawings for CAR_CATEGORIES; returns them."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for index, (category, rows) in enumerate(sizes.items()):
-        arrays[category] = make_bitmaps("car" if category in ("car", "bus", "van") else "other", rows, seed=index)
+        arrays[category] = make_bitmaps("car" if category in CAR_CATEGORIES else "other", rows, seed=index)
         np.save(folder / f"{category}.npy", arrays[category])
     return arrays
 

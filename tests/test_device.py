@@ -51,7 +51,7 @@ def test_device_and_workers_are_validated(tmp_path):
 def test_onnxruntime_providers_follow_the_device_setting(monkeypatch):
     import onnxruntime
 
-    from carsketch.inference import providers
+    from carsketch.inference.onnx_model import providers
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert providers("auto") == providers("cpu") == ["CPUExecutionProvider"]

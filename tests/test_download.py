@@ -65,9 +65,18 @@ def test_connection_cut_mid_body_is_retried_without_partial_file(served, tmp_pat
 
 
 def test_giving_up_leaves_no_file(served, tmp_path):
-    served.faults["/car.npy"] = ["cut", "500", "cut"]
+    served.faults["/car.npy"] = ["cut", "500", "cut", "cut"]  # the 500 is retried at once, within the second try
     with pytest.raises(PipelineError, match="giving up on .*car.npy after 3 attempts"):
         fetch_category(served.url, "car", tmp_path / "car.npy", **FAST)
+    assert len(served.requests) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]
+
+
+def test_a_server_that_keeps_failing_is_one_clear_error(served, tmp_path):
+    served.faults["/car.npy"] = ["500"] * 3
+    with pytest.raises(PipelineError, match=r"car.npy: HTTP 500 .*\(retried\)"):
+        fetch_category(served.url, "car", tmp_path / "car.npy", **FAST)
+    assert len(served.requests) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]
 
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.project import command_line, commit, make_project, run
+from dvc_project import command_line, commit, make_project, run
 from conftest import write_category_files
+
+pytestmark = pytest.mark.slow
 
 CATEGORIES = {"car": ["car", "pickup truck"], "not_car": ["apple", "tree"]}
 

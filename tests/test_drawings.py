@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import AIRPLANE, SHARED_DIR
-from carsketch.drawings import image_to_bitmap, read_drawings, read_ndjson, read_npy_bitmaps, strokes_to_bitmap
+from carsketch.inference.drawings import image_to_bitmap, ndjson_drawings, read_npy_bitmaps, strokes_to_bitmap
 from carsketch.errors import PipelineError
 
 NUMPY_BITMAP_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"
@@ -144,24 +144,13 @@ def test_npy_files_that_are_not_bitmaps_are_refused(tmp_path, array, message):
         read_npy_bitmaps(tmp_path / "bad.npy")
 
 
-def test_ndjson_drawings_and_bad_lines_are_numbered_from_1(tmp_path):
+def test_ndjson_drawings_and_bad_lines_are_numbered_from_1():
     lines = [json.dumps({"word": "airplane", "drawing": AIRPLANE}), "", '{"drawing": [[[0, 255], [0, 0]]]}',
              "{not json", '{"drawing": []}', '{"word": "car"}', '{"drawing": [[1, 2]]}']
-    (tmp_path / "drawings.ndjson").write_text("\n".join(lines) + "\n")
-    drawings, problems = read_ndjson(tmp_path / "drawings.ndjson")
-    assert [number for number, _ in drawings] == [1, 3]
-    assert np.array_equal(drawings[0][1], strokes_to_bitmap(AIRPLANE))
-    assert problems == [(4, "malformed JSON (Expecting property name enclosed in double quotes at column 2)"),
-                        (5, "empty drawing (no points)"),
-                        (6, 'malformed line: expected a JSON object with a "drawing" field'),
-                        (7, "malformed drawing: expected strokes like [[x, ...], [y, ...]]")]
-
-
-def test_read_drawings_names_the_file_and_row_of_each_problem(tmp_path):
-    bitmaps = np.zeros((3, 784), np.uint8)
-    bitmaps[[0, 2], 400] = 255
-    np.save(tmp_path / "bitmaps.npy", bitmaps)
-    drawings, problems = read_drawings(tmp_path / "bitmaps.npy")
-    assert [row for row, _ in drawings] == [0, 2]
-    assert problems == [f"{tmp_path / 'bitmaps.npy'} row 1: empty drawing (blank bitmap)"]
-    assert read_drawings(tmp_path / "missing.png") == ([], [f"{tmp_path / 'missing.png'}: no such file"])
+    results = list(ndjson_drawings(line + "\n" for line in lines))
+    assert [number for number, _ in results] == [1, 3, 4, 5, 6, 7]
+    assert np.array_equal(results[0][1], strokes_to_bitmap(AIRPLANE))
+    assert results[2:] == [(4, "malformed JSON (Expecting property name enclosed in double quotes at column 2)"),
+                           (5, "empty drawing (no points)"),
+                           (6, 'malformed line: expected a JSON object with a "drawing" field'),
+                           (7, "malformed drawing: expected strokes like [[x, ...], [y, ...]]")]

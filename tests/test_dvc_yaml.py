@@ -63,4 +63,4 @@ def test_each_plot_is_declared_once_and_metrics_are_figures():
                    for stage in STAGES.values() for plot in stage.get("plots", [])]
     assert len(declared) == len(set(declared)) and not stage_plots
     metrics = {next(iter(metric)) for stage in STAGES.values() for metric in stage.get("metrics", [])}
-    assert metrics == {"metrics/data.json", "metrics/train.json", "metrics/metrics.json"}
+    assert metrics == {"metrics/data.json", "metrics/train/metrics.json", "metrics/metrics.json"}

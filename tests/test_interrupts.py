@@ -14,6 +14,8 @@ from carsketch.paths import FEATURIZED_SPLITS
 from conftest import REPO_ROOT, write_category_files, write_params
 from stages import preprocess
 
+pytestmark = pytest.mark.slow
+
 FEATURES = FEATURIZED_SPLITS
 
 

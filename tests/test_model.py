@@ -1,17 +1,20 @@
-"""The classifier: frozen backbone, head shapes, weight sources and the cached-feature path."""
+"""The classifier: frozen backbone, head shapes, training, weight sources and the cached-feature path."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from conftest import SHARED_DIR, make_bitmaps
 from carsketch.errors import PipelineError
-from carsketch.features import featurize, featurize_to_file, feature_function
-from carsketch.model import (FEATURE_DIM, build_classifier, build_trained_part, features_tensor, fetch_backbone_weights,
+from carsketch.features import featurize_to_file, feature_function
+from carsketch.model import (FEATURE_DIM, batched, build_classifier, build_trained_part, features_tensor,
                              load_trained_model, model_config, save_model)
 from carsketch.sketch import to_model_input
-from carsketch.training import Adam, fit
+from carsketch.training import fit
+from carsketch.weights import fetch_backbone_weights
+from conftest import SHARED_DIR, make_bitmaps
 
 IMAGE_SIZE = 32
 
@@ -75,7 +78,7 @@ def test_batchnorm_statistics_never_change_in_training_mode():
 def test_cached_features_give_the_full_models_output(trainable_blocks):
     classifier = build_classifier(None, trainable_blocks)
     bitmaps = make_bitmaps("car", 10)
-    features = featurize(classifier, bitmaps, IMAGE_SIZE)
+    features = batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps)
     with torch.inference_mode():
         cached = classifier.trained(features)
         full = classifier(to_model_input(bitmaps, IMAGE_SIZE))
@@ -87,8 +90,8 @@ def test_cached_features_give_the_full_models_output(trainable_blocks):
 def test_onnxruntime_features_match_torch(trainable_blocks):
     classifier = build_classifier(None, trainable_blocks)
     bitmaps = make_bitmaps("other", 10)
-    by_torch = featurize(classifier, bitmaps, IMAGE_SIZE, "torch")
-    by_onnxruntime = featurize(classifier, bitmaps, IMAGE_SIZE, "onnxruntime")
+    by_torch = batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps)
+    by_onnxruntime = batched(feature_function(classifier, IMAGE_SIZE, "onnxruntime"), bitmaps)
     assert by_onnxruntime.shape == by_torch.shape
     assert torch.allclose(by_onnxruntime, by_torch, rtol=1e-3, atol=1e-5 * by_torch.abs().max().item())
 
@@ -99,7 +102,7 @@ def test_featurize_to_file_streams_batches_into_an_npy(tmp_path):
     featurize_to_file(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps, tmp_path / "f.npy", batch_size=3)
     stored = np.load(tmp_path / "f.npy")
     assert stored.dtype == np.float32 and stored.shape == (7, FEATURE_DIM)
-    assert np.allclose(stored, featurize(classifier, bitmaps, IMAGE_SIZE).numpy(), atol=1e-6)
+    assert np.allclose(stored, batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps).numpy(), atol=1e-6)
     assert [path.name for path in tmp_path.iterdir()] == ["f.npy"]
 
 
@@ -147,10 +150,10 @@ def test_an_unreachable_weights_url_says_how_to_use_a_local_file(tmp_path, quick
     assert list(tmp_path.glob("backbone*")) == []
 
 
-def test_weights_are_fetched_over_http(tmp_path, quickdraw_server, random_weights):
-    (quickdraw_server.folder / "w.pth").write_bytes(random_weights.read_bytes())
+def test_weights_are_fetched_over_http(tmp_path, quickdraw_server, fixture_weights):
+    (quickdraw_server.folder / "w.pth").write_bytes(fixture_weights.read_bytes())
     fetch_backbone_weights(f"{quickdraw_server.url}/w.pth", tmp_path / "backbone.pth")
-    assert (tmp_path / "backbone.pth").read_bytes() == random_weights.read_bytes()
+    assert (tmp_path / "backbone.pth").read_bytes() == fixture_weights.read_bytes()
 
 
 @pytest.mark.skipif(not (SHARED_DIR / "weights/mobilenet_v2_imagenet.pth").exists(), reason="no ../shared weights")
@@ -175,29 +178,24 @@ def test_missing_model_file_says_run_dvc_repro(tmp_path):
         load_trained_model(tmp_path / "missing.pth")
 
 
-@pytest.mark.parametrize("cosine", [False, True])
-def test_adam_is_torchs_adam(cosine):
-    """training.Adam (written out to spare every experiment torch.optim's 3 s import of torch._dynamo) against
-    torch.optim.Adam and CosineAnnealingLR, over 30 steps of a real head on a real loss."""
-    features = torch.randn(30, 8, 1280, generator=torch.Generator().manual_seed(0))
-    heads = [build_trained_part(None, seed=1) for _ in range(2)]
-    ours = Adam(list(heads[0].parameters()), lr=1e-3, total_steps=30 if cosine else None)
-    theirs = torch.optim.Adam(heads[1].parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(theirs, T_max=30) if cosine else None
-    for batch in features:
-        for head in heads:
-            torch.nn.functional.binary_cross_entropy_with_logits(head(batch), (batch[:, 0] > 0).float()).backward()
-        ours.step()
-        theirs.step()
-        theirs.zero_grad()
-        if schedule:
-            schedule.step()
-            assert ours.current_lr() == pytest.approx(schedule.get_last_lr()[0], abs=1e-12)
-    for mine, reference, start in zip(heads[0].parameters(), heads[1].parameters(),
-                                      build_trained_part(None, seed=1).parameters()):
-        torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)
-        assert (mine - start).abs().max() > 1e-3
-    assert all(p.grad is None for p in heads[0].parameters())
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_cosine_schedule_anneals_the_learning_rate_to_zero(schedule, monkeypatch):
+    rates = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    features, labels = separable_features(build_classifier(None), rows=40)
+    fit(build_trained_part(None, seed=1), features, labels, epochs=2, batch_size=10, lr=1e-2, seed=1,
+        lr_schedule=schedule)
+    assert len(rates) == 8 and rates[0] == 1e-2
+    if schedule == "constant":
+        assert rates == [1e-2] * 8
+    else:  # half a cosine from 1e-2 down, reaching 0 after the last of the 8 steps
+        assert rates == pytest.approx([1e-2 * (1 + math.cos(math.pi * step / 8)) / 2 for step in range(8)])
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

@@ -7,16 +7,18 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2
 
-from bench.project import commit, make_project, run, stages_ran
+from dvc_project import commit, make_project, run, stages_ran
 from conftest import write_category_files
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path, quickdraw_server, random_weights):
+def project(tmp_path, quickdraw_server, fixture_weights):
     """The project copied into a fresh git + DVC repo, its params pointed at tiny data on loopback."""
     write_category_files(quickdraw_server.folder, {"car": 60, "bus": 60, "apple": 60, "tree": 60, "cloud": 60})
     weights = tmp_path / "weights.pth"
-    weights.write_bytes(random_weights.read_bytes())
+    weights.write_bytes(fixture_weights.read_bytes())
     project = tmp_path / "project"
     project.mkdir()
     make_project(project, base_url=quickdraw_server.url, max_per_category=40, weights=str(weights), image_size=32,

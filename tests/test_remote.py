@@ -4,18 +4,21 @@ import json
 import sys
 
 import numpy as np
+import pytest
 
-from bench.project import commit, make_project, run
+from dvc_project import commit, make_project, run
 from conftest import write_category_files
+
+pytestmark = pytest.mark.slow
 
 OUTPUTS = ("model_data/backbone.pth", "data/raw/car.npy", "data/processed/test/x.npy", "data/features/test.npy",
            "model_data/car_sketch_weights.pth")
 
 
-def test_a_second_clone_pulls_every_output_runs_nothing_and_predicts(tmp_path, quickdraw_server, random_weights):
+def test_a_second_clone_pulls_every_output_runs_nothing_and_predicts(tmp_path, quickdraw_server, fixture_weights):
     drawings = write_category_files(quickdraw_server.folder, {"car": 40, "bus": 40, "apple": 40, "tree": 40})
     weights = tmp_path / "weights.pth"
-    weights.write_bytes(random_weights.read_bytes())
+    weights.write_bytes(fixture_weights.read_bytes())
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     make_project(first, base_url=quickdraw_server.url, max_per_category=30, weights=str(weights), image_size=32,

@@ -1,6 +1,8 @@
-"""`carsketch serve`: the API against the predict command, bad input, micro-batching and the command itself.
+"""`carsketch serve`: the API against ground truth and against the predict command, bad input, micro-batching and
+the command itself.
 
-Everything goes over real HTTP: uvicorn on a free loopback port with a tiny random model.
+Everything goes over real HTTP: uvicorn on a free loopback port with the fixture model, which calls make_drawings'
+cars car and the rest not_car.
 """
 
 import io
@@ -14,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from bench.serve_load import serve_process
-from conftest import AIRPLANE, running
 from carsketch.cli import main as carsketch_main
-from carsketch.drawings import strokes_to_bitmap
-from carsketch.inference import OnnxModel
-from carsketch.serve import MAX_BODY_BYTES, create_app
+from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.inference.onnx_model import OnnxModel
+from carsketch.inference.serve import MAX_BODY_BYTES, create_app
+from conftest import AIRPLANE, accuracy, draw_png, make_drawings, mixed_drawings
+from servers import running, serve_process
 
 SQUARE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
 # The airplane as the raw data records it: screen pixels, anywhere, with times (a third list) per stroke.
@@ -46,18 +48,30 @@ def predict_command(paths, model_path, capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 200])
+def test_the_api_gives_each_drawing_its_label_in_order_in_requests_of_any_size(client, count):
+    drawings, truth = mixed_drawings(count, seed=8000 + count)
+    response = client.post("/api/predict", json={"drawings": drawings})
+    assert response.status_code == 200
+    labels = [result["label"] for result in response.json()["results"]]
+    assert accuracy(labels, truth) >= (1 if count == 1 else 0.95)
+
+
 def test_the_api_gives_what_predict_gives_for_the_same_strokes(client, model_path, tmp_path, capsys):
-    drawings = [AIRPLANE, SQUARE, RAW_AIRPLANE]
+    drawings = [*make_drawings("car", 2, 8500), AIRPLANE, SQUARE, RAW_AIRPLANE, *make_drawings("other", 2, 8500)]
     (tmp_path / "drawings.ndjson").write_text("".join(json.dumps({"drawing": d}) + "\n" for d in drawings))
     expected = predict_command([tmp_path / "drawings.ndjson"], model_path, capsys)
     response = client.post("/api/predict", json={"drawings": drawings})
     assert response.status_code == 200
     results = response.json()["results"]
     assert [result["label"] for result in results] == [result["label"] for result in expected]
+    assert accuracy([results[i]["label"] for i in (0, 1, 5, 6)], [1, 1, 0, 0]) == 1
     assert np.allclose([r["car_probability"] for r in results], [r["car_probability"] for r in expected],
                        rtol=0, atol=1e-6)
     single = client.post("/api/predict", json={"drawing": AIRPLANE}).json()["results"]
-    assert len(single) == 1 and single[0]["car_probability"] == pytest.approx(results[0]["car_probability"], abs=1e-6)
+    assert len(single) == 1 and single[0]["car_probability"] == pytest.approx(results[2]["car_probability"], abs=1e-6)
+    raw = client.post("/api/predict", json={"drawing": RAW_AIRPLANE}).json()["results"][0]  # screen pixels, times
+    assert raw["car_probability"] == pytest.approx(single[0]["car_probability"], abs=1e-6)
 
 
 def test_the_bitmap_the_model_saw_comes_back_on_request(client):
@@ -67,23 +81,22 @@ def test_the_bitmap_the_model_saw_comes_back_on_request(client):
     assert np.array_equal(np.array(with_bitmap["bitmap"]), strokes_to_bitmap(AIRPLANE))
 
 
-def test_an_uploaded_image_is_read_as_predict_reads_it(client, model_path, tmp_path, capsys):
-    image = Image.new("RGB", (300, 200), "white")
-    ImageDraw.Draw(image).rectangle((40, 40, 260, 160), outline="black", width=4)
-    image.save(tmp_path / "box.png")
-    expected = predict_command([tmp_path / "box.png"], model_path, capsys)[0]
-    response = client.post("/api/predict", files={"file": ("box.png", (tmp_path / "box.png").read_bytes())})
-    assert response.status_code == 200
-    result = response.json()["results"][0]
-    assert result["label"] == expected["label"]
-    assert result["car_probability"] == pytest.approx(expected["car_probability"], abs=1e-6)
+def test_an_uploaded_image_gets_its_label_as_predict_reads_it(client, model_path, tmp_path, capsys):
+    for kind, label in (("car", "car"), ("other", "not_car")):
+        path = draw_png(tmp_path / f"{kind}.png", make_drawings(kind, 1, 8600)[0])
+        expected = predict_command([path], model_path, capsys)[0]
+        response = client.post("/api/predict", files={"file": (path.name, path.read_bytes())})
+        assert response.status_code == 200
+        result = response.json()["results"][0]
+        assert result["label"] == expected["label"] == label
+        assert result["car_probability"] == pytest.approx(expected["car_probability"], abs=1e-6)
 
 
 def test_health_gives_the_models_facts(client):
     assert client.get("/api/health").json() == {
         "status": "ok", "image_size": 32, "threshold": 0.5, "categories": {"car": ["car"], "not_car": ["apple"]},
         "params": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "trainable_blocks": 0,
-                   "weights": "random"}}
+                   "weights": "fixture"}}
 
 
 def test_the_page_is_one_self_contained_file(client):
@@ -174,7 +187,7 @@ def test_unknown_routes_and_methods_get_one_line_errors(client, method, path, st
     assert response.status_code == status and list(response.json()) == ["error"]
 
 
-def test_concurrent_requests_are_micro_batched_into_one_model_call(model_path):
+def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(model_path):
     model, calls, release = OnnxModel(model_path), [], threading.Event()
     predict_proba = model.predict_proba
 
@@ -184,24 +197,28 @@ def test_concurrent_requests_are_micro_batched_into_one_model_call(model_path):
         return predict_proba(bitmaps)
 
     model.predict_proba = recording_predict_proba
-    drawings = [[[[0, 255], [0, step * 10]]] for step in range(17)]
-    with running(create_app(model)) as base_url, httpx.Client(base_url=base_url, timeout=30) as session:
+    drawings, truth = mixed_drawings(17, seed=8700)
+    app = create_app(model)
+    with running(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as session:
         def post(drawing):
-            return session.post("/api/predict", json={"drawing": drawing}).json()["results"][0]["car_probability"]
+            return session.post("/api/predict", json={"drawing": drawing}).json()["results"][0]
 
         with ThreadPoolExecutor(len(drawings)) as pool:
             first = pool.submit(post, drawings[0])
             while not calls:
                 time.sleep(0.01)
             rest = [pool.submit(post, drawing) for drawing in drawings[1:]]
-            time.sleep(1)  # they all arrive while the model is busy
+            while app.state.batcher.waiting() < len(rest):  # they all arrive while the model is busy
+                time.sleep(0.01)
             release.set()
-            probabilities = [first.result()] + [future.result() for future in rest]
+            results = [first.result()] + [future.result() for future in rest]
     assert calls == [1, 16]
+    assert accuracy([result["label"] for result in results], truth) == 1
     expected = predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
-    assert np.allclose(probabilities, expected, rtol=0, atol=1e-6)
+    assert np.allclose([result["car_probability"] for result in results], expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path, capfd):
     with serve_process(model_path) as (process, base_url):
         assert base_url.startswith("http://127.0.0.1:")

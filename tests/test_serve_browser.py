@@ -1,16 +1,18 @@
-"""The serve page in a real browser: headless Chromium draws a real drawing with a pen and reads the answer."""
+"""The serve page in a real browser: headless Chromium draws with a pen and reads the answer, which for the fixture
+model's drawings must be their label."""
 
 import httpx
 import numpy as np
 import pytest
 
 from browser import MISSING, PHONE, chromium, draw, settle
-from conftest import AIRPLANE, running
-from carsketch.drawings import strokes_to_bitmap
-from carsketch.inference import OnnxModel
-from carsketch.serve import create_app
+from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.inference.onnx_model import OnnxModel
+from carsketch.inference.serve import create_app
+from conftest import AIRPLANE, make_drawings
+from servers import running
 
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+pytestmark = [pytest.mark.skipif(MISSING is not None, reason=str(MISSING)), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,14 @@ def test_the_page_shows_what_the_api_gives_for_the_strokes_drawn(page):
     assert float(probability.get_attribute("data-value")) == pytest.approx(api["car_probability"], abs=1e-6)
     assert driver.find_element("id", "label").text == {"car": "Car", "not_car": "Not a car"}[api["label"]]
     assert np.array_equal(shown_bitmap(driver), strokes_to_bitmap(drawing))
+
+
+@pytest.mark.parametrize("kind, label", [("car", "Car"), ("other", "Not a car")])
+def test_the_page_labels_what_is_drawn(page, kind, label):
+    driver, _ = page
+    draw(driver, make_drawings(kind, 1, 8800)[0])
+    assert settle(driver)["label"] == {"Car": "car", "Not a car": "not_car"}[label]
+    assert driver.find_element("id", "label").text == label
 
 
 def test_undo_takes_back_the_last_stroke_and_clear_all_of_them(page):
