@@ -1,6 +1,6 @@
 """Load benchmark of `python -m carsketch serve`: single-drawing requests from concurrent clients on loopback.
 
-    python -m bench.serve_load [--model PATH] [--requests 2000] [--clients 16]
+    python -m bench.serve_load [--model PATH] [--requests 2000] [--clients 16] [--label]
 
 It starts the real command on a free loopback port, has each client send its requests one after another on
 its own keep-alive connection until all are sent, and prints the error count, requests/s, p50 and p99
@@ -9,10 +9,15 @@ predict_proba over all of them, as the predict command does), measured in this p
 idles, taking turns with the load. Without a model file it uses random weights at params.yaml's
 image_size: the figures are about speed, not accuracy, and it says which model it used. Clients and
 server share this machine's cores.
+
+With --label the requests label drawings instead (POST /api/drawings, car and not_car in turn, into a file in a
+temporary folder), taking turns with as many predictions on the same server; it reports both rates, and checks that
+the file holds a whole line for every 201.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -46,17 +51,22 @@ def scribbles(count: int, seed: int = 0) -> list:
     return drawings
 
 
-async def load(url: str, drawings: list, clients: int) -> tuple[list[float], int, float]:
-    """Send each drawing once, from `clients` concurrent clients: (latencies in s, errors, wall time in s)."""
-    latencies, errors, pending = [], 0, iter(drawings)
+async def load(url: str, drawings: list, clients: int, labels: bool = False) -> tuple[list[float], int, float]:
+    """Send each drawing once, from `clients` concurrent clients, to be classified or, with `labels`, labelled car
+    and not_car in turn: (latencies in s, errors, wall time in s)."""
+    latencies, errors, pending = [], 0, iter(enumerate(drawings))
 
     async def client(session):
         nonlocal errors
-        for drawing in pending:  # shared: each drawing goes to whichever client is free
+        for number, drawing in pending:  # shared: each drawing goes to whichever client is free
             start = time.perf_counter()
             try:
-                response = await session.post("/api/predict", json={"drawing": drawing})
-                errors += response.status_code != 200
+                if labels:
+                    response = await session.post("/api/drawings", json={"drawing": drawing,
+                                                                         "label": ("car", "not_car")[number % 2]})
+                else:
+                    response = await session.post("/api/predict", json={"drawing": drawing})
+                errors += response.status_code != (201 if labels else 200)
             except httpx.HTTPError:
                 errors += 1
             latencies.append(time.perf_counter() - start)
@@ -101,7 +111,7 @@ def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) ->
     warm_up, drawings = drawings[:clients], drawings[clients:]
     model = OnnxModel(model_path)
     latencies, errors, served, predicted = [], 0, np.zeros(2), np.zeros(2)  # (wall, CPU) seconds
-    with serve_process(model_path) as (process, url):
+    with serve_process(model_path, "--no-collect") as (process, url):
         asyncio.run(load(url, warm_up, clients))
         predict_seconds(model, warm_up)
         for share in range(rounds):
@@ -117,12 +127,41 @@ def benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) ->
             "serve_cpu_ms": 1000 * served[1] / requests, "predict_cpu_ms": 1000 * predicted[1] / requests}
 
 
+def label_benchmark(model_path: Path, requests: int, clients: int, rounds: int = 4) -> dict:
+    """Labels/s and latency for `requests` single-drawing labels from `clients` clients, taking turns with as many
+    predictions on the same server; and the lines in the file against the labels acknowledged."""
+    drawings = scribbles(requests + clients)
+    warm_up, drawings = drawings[:clients], drawings[clients:]
+    with tempfile.TemporaryDirectory() as folder:
+        collected = Path(folder) / "drawings.ndjson"
+        labelled, predicted = {"latencies": [], "errors": 0, "seconds": 0.0}, {"errors": 0, "seconds": 0.0}
+        with serve_process(model_path, "--collect", str(collected)) as (_, url):
+            asyncio.run(load(url, warm_up, clients))
+            for share in range(rounds):
+                part = drawings[share::rounds]
+                latencies, errors, seconds = asyncio.run(load(url, part, clients, labels=True))
+                labelled["latencies"] += latencies
+                labelled["errors"] += errors
+                labelled["seconds"] += seconds
+                _, errors, seconds = asyncio.run(load(url, part, clients))
+                predicted["errors"] += errors
+                predicted["seconds"] += seconds
+        lines = collected.read_text().splitlines()
+    whole = sum(1 for line in lines if json.loads(line)["label"] in ("car", "not_car"))
+    return {"requests": requests, "clients": clients, "errors": labelled["errors"] + predicted["errors"],
+            "labels_per_s": requests / labelled["seconds"], "predictions_per_s": requests / predicted["seconds"],
+            "p50_ms": 1000 * np.percentile(labelled["latencies"], 50),
+            "p99_ms": 1000 * np.percentile(labelled["latencies"], 99), "lines": len(lines), "whole_lines": whole,
+            "acknowledged": requests - labelled["errors"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO_ROOT / ONNX_MODEL_FILE, metavar="PATH",
                         help=f"the model to serve (default: {ONNX_MODEL_FILE}; random weights where it is missing)")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--label", action="store_true", help="label drawings (POST /api/drawings) instead")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         model_path = args.model
@@ -131,7 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model_path = random_model(Path(folder))
             print(f"model: random weights (no model at {args.model})")
-        figures = benchmark(model_path, args.requests, args.clients)
+        if args.label:
+            figures = label_benchmark(model_path, args.requests, args.clients)
+        else:
+            figures = benchmark(model_path, args.requests, args.clients)
+    if args.label:
+        print(f"{figures['requests']} labels from {figures['clients']} clients on loopback: {figures['errors']} errors, "
+              f"{figures['labels_per_s']:.1f} labels/s (predictions on the same drawings: "
+              f"{figures['predictions_per_s']:.1f}/s), p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms; "
+              f"the file: {figures['lines']} lines, {figures['whole_lines']} whole, for {figures['acknowledged']} "
+              f"labels acknowledged")
+        return 1 if figures["errors"] or figures["whole_lines"] != figures["acknowledged"] else 0
     print(f"{figures['requests']} single-drawing requests from {figures['clients']} clients on loopback: "
           f"{figures['errors']} errors, {figures['requests_per_s']:.1f} requests/s, "
           f"p50 {figures['p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms")

@@ -2,7 +2,7 @@
 
 The browser test uses it. Run as a script, it retakes the README's screenshot of a car drawn on the page:
 
-    python -m tests.browser --model model_data/car_sketch_weights.pth docs/serve.png
+    python -m tests.browser --model model_data/car_sketch.onnx docs/serve.png
 """
 
 import argparse
@@ -19,7 +19,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.actions.pointer_input import PointerInput
 from selenium.webdriver.support.wait import WebDriverWait
 
-from servers import serve_process
+from tests.servers import serve_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -74,8 +74,9 @@ def settle(driver: webdriver.Chrome, timeout: float = 30) -> dict | None:
 
 
 def screenshot(model: Path, destination: Path) -> None:
-    """The page on a phone-sized screen with CAR drawn on it, served by `carsketch serve` with `model`."""
-    with serve_process(model) as (_, url), chromium((PHONE[0], 640)) as driver:
+    """The page on a phone's screen with CAR drawn on it, served by `carsketch serve` with `model` (labelled drawings
+    going where they go by default; none is added)."""
+    with serve_process(model) as (_, url), chromium(PHONE) as driver:
         driver.get(url + "/")
         draw(driver, CAR)
         print(settle(driver)["car_probability"])

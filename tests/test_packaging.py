@@ -48,7 +48,7 @@ def test_predict_runs_without_any_pipeline_package(model_path, tmp_path):
 def test_serve_runs_without_any_pipeline_package(model_path):
     drawings, truth = mixed_drawings(4, seed=9200)
     without_pipeline = (sys.executable, "-c", WITHOUT_PIPELINE)
-    with serve_process(model_path, command=without_pipeline) as (_, url):
+    with serve_process(model_path, "--no-collect", command=without_pipeline) as (_, url):
         assert httpx.get(f"{url}/api/health").json()["status"] == "ok"
         results = httpx.post(f"{url}/api/predict", json={"drawings": drawings}).json()["results"]
     assert accuracy([result["label"] for result in results], truth) == 1

@@ -96,7 +96,7 @@ def test_health_gives_the_models_facts(client):
     assert client.get("/api/health").json() == {
         "status": "ok", "image_size": 32, "threshold": 0.5, "categories": {"car": ["car"], "not_car": ["apple"]},
         "params": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "trainable_blocks": 0,
-                   "weights": "fixture"}}
+                   "weights": "fixture"}, "collect": None}
 
 
 def test_the_page_is_one_self_contained_file(client):
@@ -219,10 +219,12 @@ def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(mode
 
 
 @pytest.mark.slow
-def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path, capfd):
-    with serve_process(model_path) as (process, base_url):
+def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path, tmp_path, capfd):
+    collected = tmp_path / "labelled.ndjson"
+    with serve_process(model_path, "--collect", str(collected)) as (process, base_url):
         assert base_url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{base_url}/api/health").json()["status"] == "ok"
+        assert httpx.get(f"{base_url}/api/health").json()["collect"] == {"file": str(collected), "token_needed": False}
+        assert process.stdout.readline() == f"labelled drawings go to {collected} (0 kept so far)\n"
         process.send_signal(signal.SIGINT)
         stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 0 and stdout == "stopped\n" and capfd.readouterr().err == ""

@@ -1,12 +1,16 @@
 """The serve page in a real browser: headless Chromium draws with a pen and reads the answer, which for the fixture
 model's drawings must be their label."""
 
+import json
+
 import httpx
 import numpy as np
 import pytest
+from selenium.webdriver.support.wait import WebDriverWait
 
 from browser import MISSING, PHONE, chromium, draw, settle
 from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.inference.labelled import DrawingStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import create_app
 from conftest import AIRPLANE, make_drawings
@@ -16,14 +20,16 @@ pytestmark = [pytest.mark.skipif(MISSING is not None, reason=str(MISSING)), pyte
 
 
 @pytest.fixture(scope="module")
-def browser(model_path):
-    with running(create_app(OnnxModel(model_path))) as url, chromium() as driver:
-        yield driver, url
+def browser(model_path, tmp_path_factory):
+    """The page, served with a store of labelled drawings: (driver, url, store)."""
+    store = DrawingStore(tmp_path_factory.mktemp("collected") / "drawings.ndjson")
+    with running(create_app(OnnxModel(model_path), store)) as url, chromium() as driver:
+        yield driver, url, store
 
 
 @pytest.fixture
 def page(browser):
-    driver, url = browser
+    driver, url, _ = browser
     driver.get(url + "/")
     return driver, url
 
@@ -78,5 +84,26 @@ def test_the_page_fits_a_phone_screen(page):
     driver, _ = page
     assert driver.execute_script("return window.innerWidth") == PHONE[0]
     assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
-    for element in ("pad", "undo", "clear", "probability"):
+    for element in ("pad", "undo", "clear", "probability", "is-car", "not-car", "kept"):
         assert driver.find_element("id", element).is_displayed()
+
+
+def test_it_is_not_a_car_keeps_the_drawing_with_that_label_and_clears_the_pad(browser):
+    driver, url, store = browser
+    driver.get(url + "/")
+    kept = driver.find_element("id", "kept")
+    WebDriverWait(driver, 30).until(lambda _: " kept (" in kept.text)  # the counts, once the page has asked
+    before = store.summary()
+    assert kept.text == (f"{before['total']} drawing{'' if before['total'] == 1 else 's'} kept ({before['car']} car, "
+                         f"{before['not_car']} not car) in {store.path} on the server, to train the next model.")
+    draw(driver, make_drawings("other", 1, 8900)[0])
+    drawing = settle(driver)["drawing"]
+    driver.find_element("id", "not-car").click()
+    assert settle(driver) is None  # saved, and the pad cleared for the next drawing
+    records = [json.loads(line) for line in store.path.read_text().splitlines()]
+    assert records[-1]["label"] == "not_car" and records[-1]["drawing"] == drawing
+    assert len(records) == before["total"] + 1
+    assert kept.text.startswith(f"Saved as not a car. {before['total'] + 1} drawing")
+    assert f"{before['not_car'] + 1} not car" in kept.text
+    assert driver.find_element("id", "label").text == "Draw something"
+    assert not driver.find_element("id", "not-car").is_enabled()

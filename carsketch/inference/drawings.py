@@ -14,7 +14,6 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
-from scipy import ndimage
 
 from carsketch.errors import PipelineError
 from carsketch.quickdraw import BITMAP_PIXELS, BITMAP_SIDE
@@ -164,6 +163,8 @@ def image_to_bitmap(image: Image.Image | Path | str) -> np.ndarray:
 
 def _widen(canvas):
     """The canvas's lines redrawn at the dataset's width, round-ended: ink wherever a line is within reach."""
+    from scipy import ndimage  # here: only images need it, and strokes are rasterised in every experiment (0.15 s)
+
     lines = np.asarray(canvas) > 0
     reach = max(0, LINE_PX - _stroke_width(lines)) / 2
     return Image.fromarray(np.uint8(255) * (ndimage.distance_transform_edt(~lines) <= reach))
@@ -182,11 +183,20 @@ def read_npy_bitmaps(path: Path | str) -> np.ndarray:
     return array.reshape(-1, BITMAP_SIDE, BITMAP_SIDE)
 
 
+class Skipped(str):
+    """A message about a line left out without fault (a torn last line), for a warning rather than an error."""
+
+
+TORN_LINE = Skipped("a torn last line (a write cut short), ignored")
+
+
 def _ndjson_drawing(line):
-    """The strokes of one line of a Quick, Draw! .ndjson file."""
+    """The strokes of one line of a Quick, Draw! .ndjson file; a line that ends the file unfinished is Skipped."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
+        if not line.endswith("\n"):
+            raise PipelineError(TORN_LINE) from None
         raise PipelineError(f"malformed JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(record, dict) or "drawing" not in record:
         raise PipelineError('malformed line: expected a JSON object with a "drawing" field')
@@ -194,13 +204,15 @@ def _ndjson_drawing(line):
 
 
 def ndjson_drawings(lines: Iterable[str]) -> Iterator[tuple[int, np.ndarray | str]]:
-    """For each non-blank line of Quick, Draw! ndjson, one at a time: (line number, bitmap) or (line number, why not)."""
+    """For each non-blank line of Quick, Draw! ndjson, one at a time: (line number, bitmap) or (line number, why not).
+
+    A last line without its newline that is no JSON is a write cut short (a server killed mid-write): it is Skipped."""
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
                 yield number, strokes_to_bitmap(_ndjson_drawing(line))
             except PipelineError as error:
-                yield number, str(error)
+                yield number, error.args[0]
 
 
 def drawing_name(path: Path | str, index: int | None) -> str:

@@ -5,6 +5,8 @@ threshold, categories...) is in its metadata. Its frozen part's output is a name
 also scores cached frozen features, as evaluate does.
 """
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +56,14 @@ def session(model: bytes | str, device_providers: list, threads: int = 0) -> "on
     return onnxruntime.InferenceSession(model, options, providers=device_providers)
 
 
+def run_batched(model_session: "onnxruntime.InferenceSession", inputs: np.ndarray | NpyRows, input_name: str,
+                output_name: str, batch_size: int = INFERENCE_BATCH, dtype: type | None = None) -> np.ndarray:
+    """A session's `output_name` for `inputs` (as `dtype`), computed `batch_size` rows at a time and concatenated."""
+    outputs = [model_session.run([output_name], {input_name: np.asarray(inputs[start:start + batch_size], dtype)})[0]
+               for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(outputs) if outputs else np.empty(0, np.float32)
+
+
 class OnnxModel:
     """A model file written by the train stage (`.onnx`), loaded on its own (no params.yaml, torch or backbone)."""
 
@@ -74,10 +84,15 @@ class OnnxModel:
         self.threshold = self.config["threshold"]
         self._from_frozen = None
 
+    @functools.cached_property
+    def md5(self) -> str:
+        """The model file's md5, as dvc.lock records it: which model gave an answer."""
+        return hashlib.md5(self.path.read_bytes()).hexdigest()
+
     def predict_proba(self, bitmaps: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
         bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
-        return self._batched(self.session, BITMAPS, bitmaps, batch_size)
+        return run_batched(self.session, bitmaps, BITMAPS, CAR_PROBABILITY, batch_size)
 
     def proba_from_frozen(self, features: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) from cached frozen features (an array or NpyRows, float16 or float32), a batch at a time."""
@@ -87,10 +102,4 @@ class OnnxModel:
 
             part = onnx.utils.Extractor(onnx.load(self.path)).extract_model([FROZEN_FEATURES], [CAR_PROBABILITY])
             self._from_frozen = session(part.SerializeToString(), self.providers)
-        return self._batched(self._from_frozen, FROZEN_FEATURES, features, batch_size, np.float32)
-
-    @staticmethod
-    def _batched(model_session, input_name: str, inputs: np.ndarray, batch_size: int, dtype=None) -> np.ndarray:
-        outputs = [model_session.run([CAR_PROBABILITY], {input_name: np.asarray(inputs[start:start + batch_size], dtype)})[0]
-                   for start in range(0, len(inputs), batch_size)]
-        return np.concatenate(outputs) if outputs else np.empty(0, np.float32)
+        return run_batched(self._from_frozen, features, FROZEN_FEATURES, CAR_PROBABILITY, batch_size, np.float32)

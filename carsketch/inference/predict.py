@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from carsketch.inference.drawings import drawing_name, image_to_bitmap, ndjson_drawings, read_npy_bitmaps
+from carsketch.inference.drawings import Skipped, drawing_name, image_to_bitmap, ndjson_drawings, read_npy_bitmaps
 from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
@@ -51,7 +51,11 @@ def _npy_drawings(path: str) -> Iterator[Drawing | str]:
 
 def _ndjson_lines(path: str, lines: Iterable[str]) -> Iterator[Drawing | str]:
     for number, result in ndjson_drawings(lines):
-        yield f"{drawing_name(path, number)}: {result}" if isinstance(result, str) else (path, number, result)
+        if isinstance(result, str):
+            message = f"{drawing_name(path, number)}: {result}"
+            yield Skipped(message) if isinstance(result, Skipped) else message
+        else:
+            yield path, number, result
 
 
 def _ndjson_file(path: str) -> Iterator[Drawing | str]:
@@ -169,11 +173,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Classify args.inputs, printing each batch's results as they come; 1 if any input was unusable."""
+    """Classify args.inputs, printing each batch's results as they come; 1 if any input was unusable (a torn last
+    line of an ndjson file is only a warning)."""
     width = None if args.json else name_width(args.inputs)
     failed = header_printed = False
     for item in stream_classify(args.inputs, args.model, args.threshold, device=args.device):
-        if isinstance(item, str):
+        if isinstance(item, Skipped):
+            print(f"warning: {item}", file=sys.stderr, flush=True)
+        elif isinstance(item, str):
             failed = True
             print(f"error: {item}", file=sys.stderr, flush=True)
         elif args.json:

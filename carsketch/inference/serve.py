@@ -3,16 +3,24 @@
 The model is loaded once. `GET /` is a self-contained page to draw on; `POST /api/predict` classifies
 Quick, Draw! strokes (JSON) or an image (multipart field `file`), rasterised or read exactly as the predict
 command does, so both give the same P(car). Concurrent requests are micro-batched into one model call.
-Bad input gets a 4xx with one line of JSON, `{"error": "..."}`, and never takes the server down.
+`POST /api/drawings` keeps a drawing with the label its drawer gives it (carsketch.inference.labelled), for the
+pipeline to learn from; concurrent labels are written and fsynced together. Bad input gets a 4xx with one line of
+JSON, `{"error": "..."}`, and never takes the server down.
 """
 
 import argparse
 import asyncio
 import contextlib
+import datetime
+import errno
 import io
+import ipaddress
+import json
+import secrets
 import socket
+import uuid
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import uvicorn
@@ -29,9 +37,10 @@ from carsketch.inference.drawings import image_to_bitmap, load_image, strokes_to
 from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.labels import SIDES
+from carsketch.inference.labelled import DrawingStore
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.paths import ONNX_MODEL_FILE
 from carsketch.inference.predict import label_for
+from carsketch.paths import COLLECTED_FILE, ONNX_MODEL_FILE
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 MAX_BODY_BYTES = 1_000_000
@@ -43,6 +52,8 @@ MAX_POINTS = 100_000
 MAX_IMAGE_PIXELS = 5000 * 5000
 # Drawings per model call at most; under load requests queue while the model runs and go in the next call.
 MAX_BATCH = 64
+# Labelled drawings written (and fsynced) together at most.
+MAX_WRITE = 256
 
 Strokes = list[list[list[float]]]
 
@@ -68,6 +79,27 @@ class PredictResponse(BaseModel):
     results: list[Result]
 
 
+class LabelRequest(BaseModel):
+    """POST /api/drawings's JSON body: one drawing, as /api/predict takes it, and the label its drawer gives it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    drawing: Strokes = Field(description="[[[x, ...], [y, ...]], ...], kept as sent",
+                             examples=[[[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]])
+    label: Literal[SIDES] = Field(description="car or not_car")
+
+
+class Kept(BaseModel):
+    car: int = Field(description="labelled drawings kept as car")
+    not_car: int = Field(description="... and as not car")
+    total: int
+    file: str = Field(description="where they are kept, on the server")
+
+
+class Saved(BaseModel):
+    id: str = Field(description="the saved drawing's key_id")
+    kept: Kept
+
+
 UPLOAD_SCHEMA = {"type": "object", "required": ["file"],
                  "properties": {"file": {"type": "string", "format": "binary",
                                          "description": "an image (PNG, JPEG, ...), read as `predict` reads images"}}}
@@ -75,47 +107,61 @@ PREDICT_BODY = {"required": True, "content": {"application/json": {"schema": Pre
                                               "multipart/form-data": {"schema": UPLOAD_SCHEMA}}}
 
 
-class MicroBatcher:
-    """Runs the model once for all the drawings waiting, rather than once per request.
+class Batcher:
+    """Runs `process` once for all the jobs waiting, rather than once per request.
 
-    While one model call runs (in a thread, so the server keeps accepting requests), new requests queue; the
-    next call takes all of them, up to max_batch drawings. A batch costs far less than its drawings one by one.
+    While one call runs (in a thread, so the server keeps accepting requests), new jobs queue; the next call takes
+    all of them, up to `max_size` (counted by `size`). A batch costs far less than its jobs one by one: a model call,
+    or a write and an fsync. `process` returns one result a job; if it raises, every job of the batch fails with it.
     """
 
-    def __init__(self, predict_proba: Callable[[np.ndarray], np.ndarray], max_batch: int = MAX_BATCH):
-        self.predict_proba = predict_proba
-        self.max_batch = max_batch
+    def __init__(self, process: Callable[[list], list], max_size: int, size: Callable[[Any], int] = lambda job: 1):
+        self.process, self.max_size, self.size = process, max_size, size
         self.queue: asyncio.Queue = asyncio.Queue()
 
     def waiting(self) -> int:
-        """The requests queued for the next model call."""
+        """The jobs queued for the next call."""
         return self.queue.qsize()
 
-    async def predict(self, bitmaps: np.ndarray) -> np.ndarray:
-        """P(car) for these bitmaps, computed in a batch with whatever else is waiting."""
+    async def submit(self, job: Any) -> Any:
+        """`job`'s result, from a call with whatever else is waiting."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((bitmaps, future))
+        self.queue.put_nowait((job, future))
         return await future
 
     async def run(self) -> None:
-        """Forever: wait for a request, take every other one already waiting, and answer them with one call."""
+        """Forever: wait for a job, take every other one already waiting, and answer them with one call."""
         while True:
-            jobs = [await self.queue.get()]
-            size = len(jobs[0][0])
-            while size < self.max_batch and not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
-                size += len(jobs[-1][0])
+            batch = [await self.queue.get()]
+            size = self.size(batch[0][0])
+            while size < self.max_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                size += self.size(batch[-1][0])
             try:
-                probabilities = await asyncio.to_thread(self.predict_proba, np.concatenate([b for b, _ in jobs]))
+                results = await asyncio.to_thread(self.process, [job for job, _ in batch])
             except Exception as error:  # the callers' requests fail with it; the batcher goes on
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            ends = np.cumsum([len(bitmaps) for bitmaps, _ in jobs])
-            for (_, future), part in zip(jobs, np.split(probabilities, ends[:-1])):
+                results, failure = [None] * len(batch), error
+            else:
+                failure = None
+            for (_, future), result in zip(batch, results):
                 if not future.done():  # its client may have gone
-                    future.set_result(part)
+                    future.set_exception(failure) if failure else future.set_result(result)
+
+
+def model_batcher(model: OnnxModel) -> Batcher:
+    """P(car) of each job's bitmaps (N, 784), from one model call for all the jobs waiting."""
+    def predict(jobs: list[np.ndarray]) -> list[np.ndarray]:
+        probabilities = model.predict_proba(np.concatenate(jobs))
+        return np.split(probabilities, np.cumsum([len(bitmaps) for bitmaps in jobs])[:-1])
+    return Batcher(predict, MAX_BATCH, len)
+
+
+def writer_batcher(store: DrawingStore) -> Batcher:
+    """Each job a labelled drawing's record, written and fsynced with all the others waiting."""
+    def write(records: list[dict]) -> list[None]:
+        store.append(records)
+        return [None] * len(records)
+    return Batcher(write, MAX_WRITE)
 
 
 class BodyLimit:
@@ -178,25 +224,38 @@ def _rasterise(drawings: list[Strokes]) -> list[np.ndarray]:
     return bitmaps
 
 
-async def _json_bitmaps(request: Request) -> list[np.ndarray]:
+async def _parse(request: Request, body_model: type[BaseModel]) -> BaseModel:
+    """The JSON body as `body_model`: 415 for another content type, 400 for malformed JSON, 422 for a wrong shape."""
+    content_type = _content_type(request)
+    if content_type != "application/json":
+        raise HTTPException(415, f"expected application/json, not {content_type or 'no content type'}")
     try:
-        body = PredictRequest.model_validate_json(await request.body())
+        return body_model.model_validate_json(await request.body())
     except ValidationError as error:
         first = error.errors()[0]
         if first["type"] == "json_invalid":
             raise HTTPException(400, f"malformed JSON ({first['msg'].removeprefix('Invalid JSON: ')})") from None
         raise HTTPException(422, _one_line(error)) from None
-    if (body.drawing is None) == (body.drawings is None):
-        raise HTTPException(422, 'expected a JSON object with either "drawing" or "drawings"')
-    drawings = [body.drawing] if body.drawings is None else body.drawings
-    if not drawings:
-        raise HTTPException(422, '"drawings" is empty')
+
+
+async def _bitmaps(drawings: list[Strokes]) -> list[np.ndarray]:
+    """The drawings' bitmaps, after the limits on their size (413)."""
     strokes = sum(len(drawing) for drawing in drawings)
     points = sum(len(stroke[0]) for drawing in drawings for stroke in drawing if stroke)
     if strokes > MAX_STROKES or points > MAX_POINTS:
         raise HTTPException(413, f"too large: {strokes:,} strokes and {points:,} points; a request may have "
                                  f"{MAX_STROKES:,} strokes and {MAX_POINTS:,} points at most")
     return await run_in_threadpool(_rasterise, drawings)
+
+
+async def _json_bitmaps(request: Request) -> list[np.ndarray]:
+    body = await _parse(request, PredictRequest)
+    if (body.drawing is None) == (body.drawings is None):
+        raise HTTPException(422, 'expected a JSON object with either "drawing" or "drawings"')
+    drawings = [body.drawing] if body.drawings is None else body.drawings
+    if not drawings:
+        raise HTTPException(422, '"drawings" is empty')
+    return await _bitmaps(drawings)
 
 
 def _image_bitmap(data: bytes) -> np.ndarray:
@@ -206,6 +265,27 @@ def _image_bitmap(data: bytes) -> np.ndarray:
         raise HTTPException(422, str(error)) from None
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _check_token(request: Request, token: str | None) -> None:
+    """401 unless labelling is open (no token) or the request carries `Authorization: Bearer <token>`."""
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(401, "labelling needs the server's token: send Authorization: Bearer TOKEN (the URL "
+                                 "`carsketch serve` printed carries it as ?token=)", {"WWW-Authenticate": "Bearer"})
+
+
+def _save_error(error: OSError, store: DrawingStore) -> HTTPException:
+    """A write that failed, as the one-line 5xx of the request that asked for it."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return HTTPException(507, f"the disk holding {store.path} is full: the drawing was not saved")
+    return HTTPException(500, f"cannot write {store.path} ({error.strerror or error}): the drawing was not saved")
+
+
 async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     upload = (await request.form()).get("file")
     if not isinstance(upload, UploadFile):
@@ -213,24 +293,27 @@ async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     return [await run_in_threadpool(_image_bitmap, await upload.read())]
 
 
-def create_app(model: OnnxModel) -> FastAPI:
-    """The web app around a loaded model: the page, the API and its docs at /docs."""
-    batcher = MicroBatcher(model.predict_proba)
+def create_app(model: OnnxModel, store: DrawingStore | None = None, token: str | None = None) -> FastAPI:
+    """The web app around a loaded model: the page, the API and its docs at /docs. Labelled drawings go to `store`
+    (None: none are kept); labelling needs `token` where one is given."""
+    batcher = model_batcher(model)
+    writer = writer_batcher(store) if store is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        worker = asyncio.create_task(batcher.run())
+        workers = [asyncio.create_task(each.run()) for each in (batcher, writer) if each is not None]
         yield
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        for worker in workers:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
     app = FastAPI(title="Car Sketch Classifier", lifespan=lifespan,
                   description="Tells car from not car in Quick, Draw! sketches. Draw at `/`.",
                   exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid_request,
                                       Exception: _server_error})
     app.add_middleware(BodyLimit)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.writer = batcher, writer
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -238,31 +321,71 @@ def create_app(model: OnnxModel) -> FastAPI:
 
     @app.get("/api/health")
     def health() -> dict:
-        """The model's facts: input size, threshold, categories and the rest of its recipe."""
+        """The model's facts: input size, threshold, categories and the rest of its recipe; and where labelled drawings
+        go (null: none are kept), and whether labelling needs a token."""
         config = model.config
         return {"status": "ok", "image_size": config["image_size"], "threshold": model.threshold,
                 "categories": config["categories"],
                 "params": {key: value for key, value in config.items()
-                           if key not in ("image_size", "threshold", "categories")}}
+                           if key not in ("image_size", "threshold", "categories")},
+                "collect": None if store is None else {"file": str(store.path), "token_needed": token is not None}}
 
     @app.post("/api/predict", response_model=PredictResponse, response_model_exclude_none=True,
               openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(request: Request, bitmap: bool = False) -> dict:
         """P(car) and the label for each drawing: JSON strokes, or an image in the multipart field `file`."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "application/json":
-            bitmaps = await _json_bitmaps(request)
-        elif content_type == "multipart/form-data":
+        content_type = _content_type(request)
+        if content_type == "multipart/form-data":
             bitmaps = await _upload_bitmaps(request)
+        elif content_type == "application/json":
+            bitmaps = await _json_bitmaps(request)
         else:
             raise HTTPException(415, f"expected application/json or multipart/form-data, "
                                      f"not {content_type or 'no content type'}")
-        probabilities = await batcher.predict(np.stack(bitmaps))
+        probabilities = await batcher.submit(np.stack(bitmaps))
         return {"results": [{"car_probability": float(probability), "label": label_for(probability, model.threshold),
                              "bitmap": image.tolist() if bitmap else None}
                             for probability, image in zip(probabilities, bitmaps)]}
 
+    def kept_store() -> DrawingStore:
+        if store is None:
+            raise HTTPException(404, "this server keeps no labelled drawings (it was started with --no-collect)")
+        return store
+
+    @app.post("/api/drawings", status_code=201, response_model=Saved, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": LabelRequest.model_json_schema()}}}})
+    async def label_drawing(request: Request) -> dict:
+        """Keep a drawing with the label its drawer gives it, for the pipeline to learn from. 201 means it is on disk.
+        Where the server is not on loopback, this needs `Authorization: Bearer TOKEN`."""
+        _check_token(request, token)
+        kept = kept_store()
+        body = await _parse(request, LabelRequest)
+        bitmaps = await _bitmaps([body.drawing])
+        probability = float((await batcher.submit(np.stack(bitmaps)))[0])
+        record = {"key_id": uuid.uuid4().hex, "label": body.label,
+                  "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                  "car_probability": round(probability, 6), "model": model.md5,
+                  "drawing": json.loads(await request.body())["drawing"]}  # the strokes exactly as sent
+        try:
+            await writer.submit(record)
+        except OSError as error:
+            raise _save_error(error, kept) from None
+        return {"id": record["key_id"], "kept": kept.summary()}
+
+    @app.get("/api/drawings", response_model=Kept)
+    def labelled_drawings() -> dict:
+        """How many labelled drawings are kept, per label, and where."""
+        return kept_store().summary()
+
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1 or localhost)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -283,16 +406,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free one)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs (default auto: CUDA where ONNX Runtime has it, else the CPU)")
+    collect = parser.add_mutually_exclusive_group()
+    collect.add_argument("--collect", default=COLLECTED_FILE, type=Path, metavar="PATH",
+                         help=f"where labelled drawings are appended (default: {COLLECTED_FILE})")
+    collect.add_argument("--no-collect", action="store_true", help="keep no labelled drawings")
+    parser.add_argument("--token", help="the token labelling needs (default: none on loopback; elsewhere a new one, "
+                                        "printed with the page's URL)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C; says where it listens first."""
+    """Serve until Ctrl-C; says where it listens first, and where labelled drawings go."""
     model = OnnxModel(args.model, args.device)  # the model `predict` runs, so they agree
+    store = None if args.no_collect else DrawingStore(args.collect)
+    token = args.token or (None if store is None or is_loopback(args.host) else secrets.token_urlsafe(18))
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     print(f"serving {args.model} at {url} (API docs at {url}docs); Ctrl-C to stop", flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(model), log_level="warning"))
+    if store is not None:
+        print(f"labelled drawings go to {store.path} ({store.summary()['total']} kept so far)"
+              + (f"; labelling needs the token: open {url}?token={token}" if token else ""), flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(model, store, token), log_level="warning"))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down cleanly, then re-raises the Ctrl-C
         server.run(sockets=[sock])
     print("stopped", flush=True)
