@@ -88,6 +88,12 @@ def unseen_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> 
     return results
 
 
+def labelled_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """collected_accuracy on the held-out drawings labelled on the serve page, and how many there are."""
+    return {"collected_accuracy": float(metrics.accuracy_score(np.asarray(y).astype(bool), probability >= threshold)),
+            "collected_test_drawings": int(len(y))}
+
+
 def _thin(points):
     step = max(1, len(points) // PLOT_POINTS)
     return points[::step] + ([points[-1]] if (len(points) - 1) % step else [])

@@ -123,6 +123,32 @@ class NpyRows:
         return out
 
 
+class StackedRows:
+    """Several arrays or NpyRows of one row shape, one after another, read as one: `rows[index_array]`, len and shape.
+
+    Training on cached features plus a few more drawings' reads each mini-batch from where its rows are, so the big
+    file is never copied into memory to append the few.
+    """
+
+    def __init__(self, *parts: "np.ndarray | NpyRows"):
+        self.parts = parts
+        self.starts = np.cumsum([0, *map(len, parts)])
+        self.shape, self.dtype = (int(self.starts[-1]), *parts[0].shape[1:]), parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        part_of = np.searchsorted(self.starts, index, side="right") - 1
+        for number, part in enumerate(self.parts):
+            mine = part_of == number
+            if mine.any():
+                out[mine] = part[index[mine] - self.starts[number]]
+        return out
+
+
 def save_rows(path: Path, gather: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
               chunk_rows: int = CHUNK_ROWS) -> None:
     """Save gather(rows) as one .npy, atomically, a chunk of rows at a time: memory is bounded by the chunk."""

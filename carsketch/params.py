@@ -63,6 +63,7 @@ class Params:
     batch_size: int
     lr: float
     lr_schedule: str
+    collected_weight: float
     val_size: float
     device: str
     workers: int
@@ -138,6 +139,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _integer(1),
     "lr": _number(0, low_ok=False),
     "lr_schedule": _choice(*LR_SCHEDULES),
+    "collected_weight": _number(0, low_ok=True),
     "val_size": _fraction(zero_ok=True),
     "device": _choice(*DEVICES),
     "workers": _integer(1),

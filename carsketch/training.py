@@ -17,19 +17,35 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from carsketch.collected import LabelledSplit
 from carsketch.distributed import is_main, rank_and_size, sum_over_processes
-from carsketch.files import NpyRows
+from carsketch.features import onnx_features
+from carsketch.files import NpyRows, StackedRows
 from carsketch.model import TrainedPart, cached_logits, features_tensor, parameters_device
 from carsketch.progress import progress
 
 EpochLog = dict[str, float | int]
+Rows = np.ndarray | NpyRows | StackedRows
 
 
-def loss_and_accuracy(trained: TrainedPart, features: np.ndarray | NpyRows, labels: np.ndarray) -> tuple[float, float]:
+def with_labelled_drawings(features: Rows, labels: np.ndarray, labelled: LabelledSplit, frozen: onnx.ModelProto,
+                           weight: float) -> tuple[Rows, np.ndarray, np.ndarray]:
+    """The cached training rows followed by those of the drawings labelled on the serve page (through the same frozen
+    part, stored as the cache stores), the labels of both, and each row's weight: 1, and `weight` for a labelled one."""
+    weights = np.ones(len(labels), np.float32)
+    if not len(labelled.y):
+        return features, labels, weights
+    labelled_features = onnx_features(frozen, labelled.bitmaps).astype(features.dtype)
+    return (StackedRows(features, labelled_features), np.concatenate([labels, labelled.y]),
+            np.concatenate([weights, np.full(len(labelled.y), weight, np.float32)]))
+
+
+def loss_and_accuracy(trained: TrainedPart, features: Rows, labels: np.ndarray) -> tuple[float, float]:
     """Mean binary cross-entropy and accuracy at P(car) 0.5 on cached features."""
     logits = cached_logits(trained, features)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
@@ -37,16 +53,20 @@ def loss_and_accuracy(trained: TrainedPart, features: np.ndarray | NpyRows, labe
     return loss, ((logits > 0).float() == labels).float().mean().item()
 
 
-def fit(trained: TrainedPart, features: np.ndarray | NpyRows, labels: np.ndarray, epochs: int, batch_size: int,
-        lr: float, seed: int, lr_schedule: str = "constant", val_features: np.ndarray | NpyRows | None = None,
-        val_labels: np.ndarray | None = None, on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
+def fit(trained: TrainedPart, features: Rows, labels: np.ndarray, epochs: int, batch_size: int, lr: float, seed: int,
+        lr_schedule: str = "constant", val_features: Rows | None = None, val_labels: np.ndarray | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None, sample_weights: np.ndarray | None = None
+        ) -> list[EpochLog]:
     """Train `trained` (on its device) on cached frozen features; returns one log row per epoch, also given to
-    `on_epoch`. Under torch.distributed every process calls it and ends with the same weights."""
+    `on_epoch`. `sample_weights` are what each row's loss counts for (default 1): a labelled drawing may count
+    for several.
+    Under torch.distributed every process calls it and ends with the same weights."""
     rank, size = rank_and_size()
     device = parameters_device(trained)
     generator = torch.Generator().manual_seed(seed)  # the same batch order in every process
     torch.manual_seed(seed + rank)  # dropout's masks
     labels = np.asarray(labels, dtype=np.float32)
+    sample_weights = np.ones_like(labels) if sample_weights is None else np.asarray(sample_weights, np.float32)
     step_model = trained
     if size > 1:
         step_model = DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
@@ -64,15 +84,19 @@ def fit(trained: TrainedPart, features: np.ndarray | NpyRows, labels: np.ndarray
             mine = batch[rank::size]
             logits = step_model(features_tensor(features[mine], device))
             loss_sum = nn.functional.binary_cross_entropy_with_logits(
-                logits, torch.as_tensor(labels[mine], device=device), reduction="sum")
+                logits, torch.as_tensor(labels[mine], device=device),
+                torch.as_tensor(sample_weights[mine], device=device), reduction="sum")
             optimizer.zero_grad()
-            (loss_sum * (size / len(batch))).backward()  # DDP averages over processes: the global batch's mean
+            # the global batch's weighted mean (DDP averages over processes): a batch that holds heavy rows moves the
+            # model no further than any other, so large weights cannot make a step blow up
+            (loss_sum * (size / (float(sample_weights[batch].sum()) or 1.0))).backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             total_loss += loss_sum.detach()
         trained.eval()
-        row: EpochLog = {"epoch": epoch, "train_loss": sum_over_processes(total_loss.item()) / len(labels)}
+        row: EpochLog = {"epoch": epoch,
+                         "train_loss": sum_over_processes(total_loss.item()) / float(sample_weights.sum())}
         if val_labels is not None and len(val_labels):
             row["val_loss"], row["val_accuracy"] = loss_and_accuracy(trained, val_features, val_labels)
         if on_epoch is not None:

@@ -37,7 +37,7 @@ AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
 
 def make_drawings(kind: str, count: int, seed: int = 0) -> list:
     """Quick, Draw!-style strokes that a model can tell apart: a 'car' is 2-4 long, nearly horizontal strokes in a band
-    wider than it is tall; any other kind is the same turned upright (vertical strokes)."""
+    wider than it is tall; 'slanted' the same at 45 degrees; any other kind the same turned upright."""
     rng = np.random.default_rng(seed)
     drawings = []
     for _ in range(count):
@@ -45,7 +45,9 @@ def make_drawings(kind: str, count: int, seed: int = 0) -> list:
         for _ in range(rng.integers(2, 5)):
             start, length, across = rng.integers(0, 60), rng.integers(150, 196), rng.integers(0, 100)
             along, cross = [int(start), int(start + length)], [int(across), int(across + rng.integers(-10, 11))]
-            strokes.append([along, cross] if kind == "car" else [cross, along])
+            if kind == "slanted":
+                cross = [cross[0], cross[0] + int(length)]
+            strokes.append([along, cross] if kind in ("car", "slanted") else [cross, along])
         drawings.append(strokes)
     return drawings
 

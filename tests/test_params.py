@@ -18,11 +18,11 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
     write_params(tmp_path, epochs=0, lr_schedule="linear", test_size=1.5, image_size="big", max_per_category=-3,
                  weights=str(tmp_path / "nope.pth"), featurize_engine="tpu", trainable_blocks=19, batch_size=True,
                  categories={"car": ["car", "firetruk"], "not_car": ["car", "apple"]}, epoch=5, augment_copies=-1,
-                 augment_stretch=0.5)
+                 augment_stretch=0.5, collected_weight=-1)
     with pytest.raises(PipelineError) as error:
         load_params(tmp_path / "params.yaml")
     lines = str(error.value).splitlines()
-    assert lines[0] == f"{tmp_path / 'params.yaml'} has 14 bad setting(s):"
+    assert lines[0] == f"{tmp_path / 'params.yaml'} has 15 bad setting(s):"
     expected = [
         "epoch: unknown key",
         "categories.car: 'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'?",
@@ -38,6 +38,7 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
         "epochs: must be an integer of at least 1, not 0",
         "batch_size: must be an integer of at least 1, not True",
         "lr_schedule: must be one of constant, cosine, not 'linear'",
+        "collected_weight: must be a number of at least 0, not -1",
     ]
     assert len(lines) == 1 + len(expected)
     for line, start in zip(lines[1:], expected):

@@ -2,13 +2,20 @@
 
 import json
 
+import httpx
 import numpy as np
 import pytest
 import torch
+import yaml
 from torchvision.models import mobilenet_v2
 
+from carsketch.collected import labelled_splits
+from carsketch.inference.labelled import DrawingStore
+from carsketch.inference.onnx_model import OnnxModel
+from carsketch.inference.serve import create_app
+from conftest import make_drawings, write_category_files
 from dvc_project import commit, make_project, run, stages_ran
-from conftest import write_category_files
+from servers import running
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +83,34 @@ def test_new_weights_in_the_same_file_show_in_dvc_status(project, tmp_path):
     assert "changed deps" in status and "weights.pth" in status
     output = run(project, "dvc", "repro", "featurize")
     assert "Running stage 'weights'" in output
+
+
+def test_drawings_labelled_on_the_page_retrain_the_model_without_featurize(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    # 96 drawings to train on here, not thousands: a label counts for 3 of them, not 10
+    (project / "params.yaml").write_text(yaml.safe_dump({**params, "epochs": 3, "collected_weight": 3}))
+    run(project, "dvc", "repro")
+    before = json.loads((project / "metrics/metrics.json").read_text())
+    assert not any(key.startswith("collected") for key in before)  # no labelled drawings: the metrics as ever
+    commit(project, "first run")
+
+    # people draw slanted strokes, a kind the data never showed, and say they are cars
+    model = OnnxModel(project / "model_data/car_sketch.onnx")
+    store = DrawingStore(project / "data/collected/drawings.ndjson")
+    with running(create_app(model, store)) as url:
+        for drawing in make_drawings("slanted", 60, seed=9900):
+            response = httpx.post(f"{url}/api/drawings", json={"drawing": drawing, "label": "car"})
+            assert response.status_code == 201
+    status = run(project, "dvc", "status")
+    assert "changed deps" in status and "drawings.ndjson" in status and "featurize" not in status
+    held_out = labelled_splits(store.path, 0.2)["test"]
+    assert len(held_out.y) >= 5 and held_out.y.all()
+    called_car_before = float(np.mean(model.predict_proba(held_out.bitmaps) >= 0.5))
+
+    output = run(project, "dvc", "repro")
+    assert stages_ran(output) == ["train", "evaluate"], output
+    after = json.loads((project / "metrics/metrics.json").read_text())
+    assert after["collected_test_drawings"] == len(held_out.y)
+    assert after["collected_accuracy"] >= 0.9 and after["collected_accuracy"] > called_car_before
+    assert before["accuracy"] >= 0.95 and after["accuracy"] >= 0.9  # and it still knows the rest
+    assert "Data and pipelines are up to date" in run(project, "dvc", "status")
