@@ -246,6 +246,13 @@ def test_a_full_disk_fails_the_label_with_a_507_and_the_file_stays_valid(model, 
         subprocess.run(["umount", str(mount)], check=True)
 
 
+def test_a_labelled_file_that_cannot_be_read_stops_the_server_at_start_in_one_line(model_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        carsketch_main(["serve", "--model", str(model_path), "--collect", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"error: cannot read the labelled drawings in {tmp_path} (Is a directory)\n"
+
+
 def test_a_store_counts_what_the_file_already_holds(tmp_path):
     path = tmp_path / "drawings.ndjson"
     DrawingStore(path).append([{"key_id": str(i), "label": LABELS[i % 2], "drawing": [[[0, 1], [0, 1]]]}

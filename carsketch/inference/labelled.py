@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
+from carsketch.errors import PipelineError
 from carsketch.inference.drawings import TORN_LINE
 from carsketch.labels import SIDES
 
@@ -43,6 +44,8 @@ def read_labelled(path: Path | str, warn: Callable[[str], None] = _warn) -> Iter
         lines = open(path, encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return
+    except OSError as error:
+        raise PipelineError(f"cannot read the labelled drawings in {path} ({error.strerror})") from None
     with lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -82,6 +85,14 @@ def _cut_torn_tail(fd: int, size: int) -> int:
     return size + 1
 
 
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class DrawingStore:
     """Labelled drawings appended to an ndjson file, each batch whole and on disk before `append` returns.
 
@@ -100,6 +111,7 @@ class DrawingStore:
         """Write `records`, a line each, and return once they are on disk; OSError where that is impossible."""
         data = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: a torn tail
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -109,6 +121,8 @@ class DrawingStore:
                 while written < len(data):
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
+                if created:  # the file's name, too, must survive a crash
+                    _fsync_folder(self.path.parent)
             except OSError:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
