@@ -9,7 +9,7 @@ import numpy as np
 
 from carsketch.errors import PipelineError
 from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.labelled import read_labelled
+from carsketch.inference.labelled import print_warning, read_labelled
 from carsketch.labels import LABEL_NAMES
 from carsketch.quickdraw import BITMAP_PIXELS
 
@@ -38,7 +38,7 @@ def labelled_splits(path: Path, test_size: float) -> dict[str, LabelledSplit]:
         try:
             bitmap = strokes_to_bitmap(record["drawing"])
         except PipelineError as error:
-            print(f"warning: {path}: drawing {record['key_id']}: {error}, ignored")
+            print_warning(f"{path}: drawing {record['key_id']}: {error}, ignored")
             continue
         rows["test" if held_out(record["key_id"], test_size) else "train"].append((bitmap, LABELS[record["label"]]))
     return {split: LabelledSplit(np.array([bitmap for bitmap, _ in pairs], np.uint8).reshape(-1, BITMAP_PIXELS),

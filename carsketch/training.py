@@ -60,7 +60,7 @@ def fit(trained: TrainedPart, features: Rows, labels: np.ndarray, epochs: int, b
     """Train `trained` (on its device) on cached frozen features; returns one log row per epoch, also given to
     `on_epoch`. `sample_weights` are what each row's loss counts for (default 1): a labelled drawing may count
     for several.
-    Under torch.distributed every process calls it and ends with the same weights."""
+    Under torch.distributed every process calls it and ends with the same model."""
     rank, size = rank_and_size()
     device = parameters_device(trained)
     generator = torch.Generator().manual_seed(seed)  # the same batch order in every process

@@ -22,7 +22,8 @@ from carsketch.labels import SIDES
 TAIL_BYTES = 4 << 20
 
 
-def _warn(message: str) -> None:
+def print_warning(message: str) -> None:
+    """`warning: message` on stderr: something skipped, not an error."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -37,7 +38,7 @@ def _problem(record: object) -> str | None:
     return None
 
 
-def read_labelled(path: Path | str, warn: Callable[[str], None] = _warn) -> Iterator[dict]:
+def read_labelled(path: Path | str, warn: Callable[[str], None] = print_warning) -> Iterator[dict]:
     """Each labelled drawing in the file, in order (none where there is no file). A line that is not one (a torn last
     line of a write cut short, or a line edited by hand) is skipped with a warning, never an error."""
     try:
@@ -78,7 +79,7 @@ def _cut_torn_tail(fd: int, size: int) -> int:
     try:
         json.loads(tail[cut - start:])
     except ValueError:
-        _warn(f"cut a torn last line of {size - cut} bytes (a write cut short) from the labelled drawings")
+        print_warning(f"cut a torn last line of {size - cut} bytes (a write cut short) from the labelled drawings")
         os.ftruncate(fd, cut)
         return cut
     os.write(fd, b"\n")
