@@ -9,7 +9,7 @@ import numpy as np
 
 from carsketch.errors import PipelineError
 from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.labelled import print_warning, read_labelled
+from carsketch.inference.collected_file import print_warning, read_collected
 from carsketch.labels import LABEL_NAMES
 from carsketch.quickdraw import BITMAP_PIXELS
 
@@ -17,7 +17,7 @@ LABELS = {name: label for label, name in LABEL_NAMES.items()}
 
 
 @dataclass(frozen=True)
-class LabelledSplit:
+class CollectedSplit:
     """Labelled drawings as the dataset's bitmaps (N, 784) and their labels."""
 
     bitmaps: np.ndarray
@@ -30,17 +30,17 @@ def held_out(key_id: str, test_size: float) -> bool:
     return int.from_bytes(hashlib.sha256(key_id.encode()).digest()[:8], "big") / 2 ** 64 < test_size
 
 
-def labelled_splits(path: Path, test_size: float) -> dict[str, LabelledSplit]:
+def collected_splits(path: Path, test_size: float) -> dict[str, CollectedSplit]:
     """The labelled drawings in `path` (none where it is empty or missing) as "train" and "test" splits. A line that
-    is no usable drawing is left out with a warning (carsketch.inference.labelled)."""
+    is no usable drawing is left out with a warning (carsketch.inference.collected_file)."""
     rows: dict[str, list] = {"train": [], "test": []}
-    for record in read_labelled(path):
+    for record in read_collected(path):
         try:
             bitmap = strokes_to_bitmap(record["drawing"])
         except PipelineError as error:
             print_warning(f"{path}: drawing {record['key_id']}: {error}, ignored")
             continue
         rows["test" if held_out(record["key_id"], test_size) else "train"].append((bitmap, LABELS[record["label"]]))
-    return {split: LabelledSplit(np.array([bitmap for bitmap, _ in pairs], np.uint8).reshape(-1, BITMAP_PIXELS),
+    return {split: CollectedSplit(np.array([bitmap for bitmap, _ in pairs], np.uint8).reshape(-1, BITMAP_PIXELS),
                                  np.array([label for _, label in pairs], np.uint8))
             for split, pairs in rows.items()}

@@ -88,7 +88,7 @@ def unseen_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> 
     return results
 
 
-def labelled_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int]:
+def collected_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int]:
     """collected_accuracy on the held-out drawings labelled on the serve page, and how many there are."""
     return {"collected_accuracy": float(metrics.accuracy_score(np.asarray(y).astype(bool), probability >= threshold)),
             "collected_test_drawings": int(len(y))}

@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 UNSEEN_SPLIT = "unseen"
 FEATURIZED_SPLITS = (*SPLITS, UNSEEN_SPLIT)
 UNSEEN_PER_CATEGORY_FILE = Path("metrics/unseen_per_category.json")
-# Drawings labelled on the serve page (carsketch.inference.labelled), which train learns from and evaluate scores
+# Drawings labelled on the serve page (carsketch.inference.collected_file), which train learns from and evaluate scores
 COLLECTED_FILE = Path("data/collected/drawings.ndjson")
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from carsketch.collected import LabelledSplit
+from carsketch.collected import CollectedSplit
 from carsketch.distributed import is_main, rank_and_size, sum_over_processes
 from carsketch.features import onnx_features
 from carsketch.files import NpyRows, StackedRows
@@ -33,7 +33,7 @@ EpochLog = dict[str, float | int]
 Rows = np.ndarray | NpyRows | StackedRows
 
 
-def with_labelled_drawings(features: Rows, labels: np.ndarray, labelled: LabelledSplit, frozen: onnx.ModelProto,
+def with_collected_drawings(features: Rows, labels: np.ndarray, labelled: CollectedSplit, frozen: onnx.ModelProto,
                            weight: float) -> tuple[Rows, np.ndarray, np.ndarray]:
     """The cached training rows followed by those of the drawings labelled on the serve page (through the same frozen
     part, stored as the cache stores), the labels of both, and each row's weight: 1, and `weight` for a labelled one."""

@@ -5,9 +5,9 @@ held-out share of the drawings labelled on the serve page, where there are any.
 It runs the ONNX model in ONNX Runtime, with no torch to import: the experiment loop's last step.
 """
 
-from carsketch.collected import labelled_splits
+from carsketch.collected import collected_splits
 from carsketch.errors import run_main
-from carsketch.evaluation import (check_agreement, classification_metrics, labelled_metrics, per_category, plot_data,
+from carsketch.evaluation import (check_agreement, classification_metrics, collected_metrics, per_category, plot_data,
                                   unseen_metrics)
 from carsketch.files import NpyRows, load_array, save_json
 from carsketch.inference.onnx_model import OnnxModel
@@ -27,9 +27,9 @@ def main() -> None:
     unseen_probability = model.proba_from_frozen(NpyRows(FEATURES_DIR / f"{UNSEEN_SPLIT}.npy"))
     if len(unseen["y"]):
         results.update(unseen_metrics(unseen["y"], unseen_probability, model.threshold))
-    labelled = labelled_splits(COLLECTED_FILE, params.test_size)["test"]
+    labelled = collected_splits(COLLECTED_FILE, params.test_size)["test"]
     if len(labelled.y):  # the held-out share of the drawings labelled on the page, through the whole model
-        results.update(labelled_metrics(labelled.y, model.predict_proba(labelled.bitmaps), model.threshold))
+        results.update(collected_metrics(labelled.y, model.predict_proba(labelled.bitmaps), model.threshold))
     save_json(METRICS_FILE, results)
     save_json(UNSEEN_PER_CATEGORY_FILE, per_category(unseen["category"], unseen["y"], unseen_probability,
                                                      model.threshold))

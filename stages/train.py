@@ -9,7 +9,7 @@ parallel in that many processes under torchrun.
 
 import torch
 
-from carsketch.collected import labelled_splits
+from carsketch.collected import collected_splits
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_model, load_onnx, save_onnx
@@ -18,15 +18,15 @@ from carsketch.model import build_trained_part, full_state_dict, model_config, s
 from carsketch.params import Params, load_params
 from carsketch.paths import (BACKBONE_FILE, COLLECTED_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, MODEL_FILE,
                              ONNX_MODEL_FILE, PROCESSED_DIR, TRAIN_LOG)
-from carsketch.training import epoch_log, fit, with_labelled_drawings
+from carsketch.training import epoch_log, fit, with_collected_drawings
 
 
 def train(params: Params, device: torch.device) -> None:
     features = {split: NpyRows(FEATURES_DIR / f"{split}.npy").small_in_memory() for split in ("train", "val")}
     labels = {split: load_array(PROCESSED_DIR / split / "y.npy") for split in ("train", "val")}
     frozen = load_onnx(FROZEN_MODEL_FILE)
-    labelled = labelled_splits(COLLECTED_FILE, params.test_size)["train"]
-    features["train"], labels["train"], weights = with_labelled_drawings(
+    labelled = collected_splits(COLLECTED_FILE, params.test_size)["train"]
+    features["train"], labels["train"], weights = with_collected_drawings(
         features["train"], labels["train"], labelled, frozen, params.collected_weight)
     if len(labelled.y) and is_main():
         print(f"train: {len(labels['train']) - len(labelled.y)} drawings and {len(labelled.y)} labelled on the page "

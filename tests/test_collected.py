@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from carsketch.collected import held_out, labelled_splits
+from carsketch.collected import held_out, collected_splits
 from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.labelled import DrawingStore
+from carsketch.inference.collected_file import CollectedStore
 from carsketch.model import build_trained_part
 from carsketch.training import fit
 from conftest import make_drawings
@@ -20,18 +20,18 @@ def test_a_drawing_stays_in_its_split_however_many_come_after_it():
 
 
 def test_labelled_drawings_become_bitmaps_and_labels_in_their_splits(tmp_path):
-    store = DrawingStore(tmp_path / "drawings.ndjson")
+    store = CollectedStore(tmp_path / "drawings.ndjson")
     drawings = make_drawings("car", 30, 1) + make_drawings("other", 30, 2)
     store.append([{"key_id": f"id{number}", "label": "car" if number < 30 else "not_car", "drawing": drawing}
                   for number, drawing in enumerate(drawings)])
-    splits = labelled_splits(store.path, 0.3)
+    splits = collected_splits(store.path, 0.3)
     test = [number for number in range(60) if held_out(f"id{number}", 0.3)]
     train = [number for number in range(60) if number not in test]
     for split, numbers in (("train", train), ("test", test)):
         np.testing.assert_array_equal(splits[split].bitmaps,
                                       np.array([strokes_to_bitmap(drawings[n]) for n in numbers]).reshape(-1, 784))
         assert splits[split].y.tolist() == [1 if n < 30 else 0 for n in numbers]
-    empty = labelled_splits(tmp_path / "none.ndjson", 0.3)["train"]
+    empty = collected_splits(tmp_path / "none.ndjson", 0.3)["train"]
     assert empty.bitmaps.shape == (0, 784) and empty.y.shape == (0,)
 
 

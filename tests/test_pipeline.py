@@ -9,8 +9,8 @@ import torch
 import yaml
 from torchvision.models import mobilenet_v2
 
-from carsketch.collected import labelled_splits
-from carsketch.inference.labelled import DrawingStore
+from carsketch.collected import collected_splits
+from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import create_app
 from conftest import make_drawings, write_category_files
@@ -96,14 +96,14 @@ def test_drawings_labelled_on_the_page_retrain_the_model_without_featurize(proje
 
     # people draw slanted strokes, a kind the data never showed, and say they are cars
     model = OnnxModel(project / "model_data/car_sketch.onnx")
-    store = DrawingStore(project / "data/collected/drawings.ndjson")
+    store = CollectedStore(project / "data/collected/drawings.ndjson")
     with running(create_app(model, store)) as url:
         for drawing in make_drawings("slanted", 60, seed=9900):
             response = httpx.post(f"{url}/api/drawings", json={"drawing": drawing, "label": "car"})
             assert response.status_code == 201
     status = run(project, "dvc", "status")
     assert "changed deps" in status and "drawings.ndjson" in status and "featurize" not in status
-    held_out = labelled_splits(store.path, 0.2)["test"]
+    held_out = collected_splits(store.path, 0.2)["test"]
     assert len(held_out.y) >= 5 and held_out.y.all()
     called_car_before = float(np.mean(model.predict_proba(held_out.bitmaps) >= 0.5))
 

@@ -10,7 +10,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from browser import MISSING, PHONE, chromium, draw, settle
 from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.labelled import DrawingStore
+from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import create_app
 from conftest import AIRPLANE, make_drawings
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.skipif(MISSING is not None, reason=str(MISSING)), pyte
 @pytest.fixture(scope="module")
 def browser(model_path, tmp_path_factory):
     """The page, served with a store of labelled drawings: (driver, url, store)."""
-    store = DrawingStore(tmp_path_factory.mktemp("collected") / "drawings.ndjson")
+    store = CollectedStore(tmp_path_factory.mktemp("collected") / "drawings.ndjson")
     with running(create_app(OnnxModel(model_path), store)) as url, chromium() as driver:
         yield driver, url, store
 

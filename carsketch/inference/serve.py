@@ -3,7 +3,7 @@
 The model is loaded once. `GET /` is a self-contained page to draw on; `POST /api/predict` classifies
 Quick, Draw! strokes (JSON) or an image (multipart field `file`), rasterised or read exactly as the predict
 command does, so both give the same P(car). Concurrent requests are micro-batched into one model call.
-`POST /api/drawings` keeps a drawing with the label its drawer gives it (carsketch.inference.labelled), for the
+`POST /api/drawings` keeps a drawing with the label its drawer gives it (carsketch.inference.collected_file), for the
 pipeline to learn from; concurrent labels are written and fsynced together. Bad input gets a 4xx with one line of
 JSON, `{"error": "..."}`, and never takes the server down.
 """
@@ -37,7 +37,7 @@ from carsketch.inference.drawings import image_to_bitmap, load_image, strokes_to
 from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.labels import SIDES
-from carsketch.inference.labelled import DrawingStore
+from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.predict import label_for
 from carsketch.paths import COLLECTED_FILE, ONNX_MODEL_FILE
@@ -156,7 +156,7 @@ def model_batcher(model: OnnxModel) -> Batcher:
     return Batcher(predict, MAX_BATCH, len)
 
 
-def writer_batcher(store: DrawingStore) -> Batcher:
+def writer_batcher(store: CollectedStore) -> Batcher:
     """Each job a labelled drawing's record, written and fsynced with all the others waiting."""
     def write(records: list[dict]) -> list[None]:
         store.append(records)
@@ -279,7 +279,7 @@ def _check_token(request: Request, token: str | None) -> None:
                                  "`carsketch serve` printed carries it as ?token=)", {"WWW-Authenticate": "Bearer"})
 
 
-def _save_error(error: OSError, store: DrawingStore) -> HTTPException:
+def _save_error(error: OSError, store: CollectedStore) -> HTTPException:
     """A write that failed, as the one-line 5xx of the request that asked for it."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return HTTPException(507, f"the disk holding {store.path} is full: the drawing was not saved")
@@ -293,7 +293,7 @@ async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     return [await run_in_threadpool(_image_bitmap, await upload.read())]
 
 
-def create_app(model: OnnxModel, store: DrawingStore | None = None, token: str | None = None) -> FastAPI:
+def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str | None = None) -> FastAPI:
     """The web app around a loaded model: the page, the API and its docs at /docs. Labelled drawings go to `store`
     (None: none are kept); labelling needs `token` where one is given."""
     batcher = model_batcher(model)
@@ -347,7 +347,7 @@ def create_app(model: OnnxModel, store: DrawingStore | None = None, token: str |
                              "bitmap": image.tolist() if bitmap else None}
                             for probability, image in zip(probabilities, bitmaps)]}
 
-    def kept_store() -> DrawingStore:
+    def kept_store() -> CollectedStore:
         if store is None:
             raise HTTPException(404, "this server keeps no labelled drawings (it was started with --no-collect)")
         return store
@@ -417,7 +417,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; says where it listens first, and where labelled drawings go."""
     model = OnnxModel(args.model, args.device)  # the model `predict` runs, so they agree
-    store = None if args.no_collect else DrawingStore(args.collect)
+    store = None if args.no_collect else CollectedStore(args.collect)
     token = args.token or (None if store is None or is_loopback(args.host) else secrets.token_urlsafe(18))
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from carsketch.cli import main as carsketch_main
-from carsketch.inference.labelled import DrawingStore, read_labelled
+from carsketch.inference.collected_file import CollectedStore, read_collected
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import MAX_STROKES, create_app
 from conftest import REPO_ROOT, accuracy, make_drawings, mixed_drawings
@@ -31,7 +31,7 @@ def model(model_path):
 @pytest.fixture
 def served(model, tmp_path):
     """The app on loopback with a store in tmp_path; yields (client, store)."""
-    store = DrawingStore(tmp_path / "collected" / "drawings.ndjson")
+    store = CollectedStore(tmp_path / "collected" / "drawings.ndjson")
     with running(create_app(model, store)) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, store
 
@@ -106,7 +106,7 @@ def test_without_a_store_labelling_is_refused_and_the_page_is_told(model):
 
 
 def test_a_token_guards_labelling_but_not_predicting(model, tmp_path):
-    store = DrawingStore(tmp_path / "drawings.ndjson")
+    store = CollectedStore(tmp_path / "drawings.ndjson")
     body = {"drawing": [[[0, 255], [0, 0]]], "label": "car"}
     with running(create_app(model, store, token="s3cret")) as url:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
@@ -152,7 +152,7 @@ def test_2000_labels_from_16_concurrent_clients_are_2000_whole_lines(served):
     by_id = {record["key_id"]: record for record in records}
     assert all(by_id[key]["drawing"] == drawings[i] and by_id[key]["label"] == LABELS[truth[i]]
                for i, key in enumerate(ids))
-    assert client.get("/api/drawings").json()["total"] == 2000 == sum(1 for _ in read_labelled(store.path))
+    assert client.get("/api/drawings").json()["total"] == 2000 == sum(1 for _ in read_collected(store.path))
 
 
 @pytest.mark.slow
@@ -176,7 +176,7 @@ def test_a_server_killed_mid_load_keeps_every_acknowledged_label(model_path, tmp
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(label, range(len(drawings))))
         assert process.wait(30) == -signal.SIGKILL
-    kept = {record["key_id"] for record in read_labelled(collected)}
+    kept = {record["key_id"] for record in read_collected(collected)}
     assert len(acknowledged) >= 100 and set(acknowledged) <= kept
     # the next server appends after whatever the kill left, on a fresh line
     with serve_process(model_path, "--collect", str(collected)) as (_, url):
@@ -189,13 +189,13 @@ def test_a_torn_last_line_is_skipped_with_a_warning_and_cut_before_the_next_labe
     whole = [json.dumps({"key_id": f"k{i}", "label": "car", "drawing": make_drawings("car", 1, i)[0]}) + "\n"
              for i in range(2)]
     path.write_text("".join(whole) + whole[0][:40])  # the kill came in the middle of a third line
-    assert [record["key_id"] for record in read_labelled(path)] == ["k0", "k1"]
+    assert [record["key_id"] for record in read_collected(path)] == ["k0", "k1"]
     assert capfd.readouterr().err == f"warning: {path} line 3: a torn last line (a write cut short), ignored\n"
     result = subprocess.run([sys.executable, "-m", "carsketch", "predict", "--json", "--model", str(model_path),
                              str(path)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
     assert result.stderr == f"warning: {path} line 3: a torn last line (a write cut short), ignored\n"
-    store = DrawingStore(path)
+    store = CollectedStore(path)
     store.append([{"key_id": "k2", "label": "not_car", "drawing": make_drawings("other", 1, 2)[0]}])
     assert [record["key_id"] for record in lines(path)] == ["k0", "k1", "k2"]
     assert store.summary()["total"] == 3
@@ -225,7 +225,7 @@ def test_a_full_disk_fails_the_label_with_a_507_and_the_file_stays_valid(model, 
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        store = DrawingStore(mount / "drawings.ndjson")
+        store = CollectedStore(mount / "drawings.ndjson")
         drawings, truth = mixed_drawings(400, seed=9800)
         with running(create_app(model, store)) as url, httpx.Client(base_url=url, timeout=60) as client:
             statuses = []
@@ -255,9 +255,9 @@ def test_a_labelled_file_that_cannot_be_read_stops_the_server_at_start_in_one_li
 
 def test_a_store_counts_what_the_file_already_holds(tmp_path):
     path = tmp_path / "drawings.ndjson"
-    DrawingStore(path).append([{"key_id": str(i), "label": LABELS[i % 2], "drawing": [[[0, 1], [0, 1]]]}
+    CollectedStore(path).append([{"key_id": str(i), "label": LABELS[i % 2], "drawing": [[[0, 1], [0, 1]]]}
                                for i in range(5)])
-    assert DrawingStore(path).summary() == {"car": 2, "not_car": 3, "total": 5, "file": str(path)}
+    assert CollectedStore(path).summary() == {"car": 2, "not_car": 3, "total": 5, "file": str(path)}
     assert os.stat(path).st_mode & 0o777 == 0o644
 
 
@@ -265,8 +265,8 @@ def test_the_labelled_file_is_read_in_order_and_hand_edited_lines_are_skipped(tm
     path = tmp_path / "drawings.ndjson"
     path.write_text('{"key_id": "a", "label": "car", "drawing": []}\n{"key_id": "b", "label": "truck", '
                     '"drawing": []}\nnot json\n\n{"key_id": "c", "label": "not_car", "drawing": []}\n')
-    assert [record["key_id"] for record in read_labelled(path)] == ["a", "c"]
+    assert [record["key_id"] for record in read_collected(path)] == ["a", "c"]
     assert capfd.readouterr().err.splitlines() == [
         f"warning: {path} line 2: not a labelled drawing (its label is not one of car, not_car), ignored",
         f"warning: {path} line 3: not a labelled drawing (malformed JSON (Expecting value)), ignored"]
-    assert list(read_labelled(tmp_path / "missing.ndjson")) == []
+    assert list(read_collected(tmp_path / "missing.ndjson")) == []

@@ -38,7 +38,7 @@ def _problem(record: object) -> str | None:
     return None
 
 
-def read_labelled(path: Path | str, warn: Callable[[str], None] = print_warning) -> Iterator[dict]:
+def read_collected(path: Path | str, warn: Callable[[str], None] = print_warning) -> Iterator[dict]:
     """Each labelled drawing in the file, in order (none where there is no file). A line that is not one (a torn last
     line of a write cut short, or a line edited by hand) is skipped with a warning, never an error."""
     try:
@@ -94,7 +94,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class DrawingStore:
+class CollectedStore:
     """Labelled drawings appended to an ndjson file, each batch whole and on disk before `append` returns.
 
     Every append opens the file for appending, takes an exclusive lock (fcntl: other processes wait too), writes its
@@ -106,7 +106,7 @@ class DrawingStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.counts = Counter(dict.fromkeys(SIDES, 0))
-        self.counts.update(record["label"] for record in read_labelled(self.path))
+        self.counts.update(record["label"] for record in read_collected(self.path))
 
     def append(self, records: list[dict]) -> None:
         """Write `records`, a line each, and return once they are on disk; OSError where that is impossible."""
