@@ -88,10 +88,25 @@ def unseen_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> 
     return results
 
 
-def collected_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int]:
-    """collected_accuracy on the held-out drawings labelled on the serve page, and how many there are."""
-    return {"collected_accuracy": float(metrics.accuracy_score(np.asarray(y).astype(bool), probability >= threshold)),
-            "collected_test_drawings": int(len(y))}
+def collected_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float | int | None]:
+    """On the held-out collected drawings: collected_accuracy; collected_car_recall, the share of those labelled car
+    that the model calls a car, and collected_not_car_accuracy, the share of those labelled not car that it calls not
+    a car (None where a label has none): corrections are mostly of one kind, which accuracy alone hides; and how
+    many there are of each."""
+    y, predicted_car = np.asarray(y).astype(bool), np.asarray(probability) >= threshold
+    results: dict[str, float | int | None] = {"collected_accuracy": float(metrics.accuracy_score(y, predicted_car)),
+                                               "collected_test_drawings": int(len(y))}
+    for label, key, called in ((CAR, "collected_car_recall", True), (NOT_CAR, "collected_not_car_accuracy", False)):
+        rows = y == bool(label)
+        results[key] = float(np.mean(predicted_car[rows] == called)) if rows.any() else None
+        results[f"collected_test_{LABEL_NAMES[label]}_drawings"] = int(rows.sum())
+    return results
+
+
+def features_are_cached(config: dict) -> bool:
+    """Whether featurize's cached features are the model's frozen features, so they score it: not once adapt has
+    trained blocks that featurize froze (its `adapted` blocks beyond train's `trainable_blocks`)."""
+    return config.get("adapted", {}).get("blocks", 0) <= config["trainable_blocks"]
 
 
 def _thin(points):

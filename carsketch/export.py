@@ -14,8 +14,7 @@ import onnx.compose
 import torch
 from torch import nn
 
-from carsketch.errors import PipelineError
-from carsketch.files import atomic_path
+from carsketch.files import atomic_path, missing_output
 from carsketch.inference.onnx_model import BITMAPS, CAR_PROBABILITY, CONFIG_KEY, FROZEN_FEATURES
 from carsketch.model import CarSketchClassifier, TrainedPart
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -68,6 +67,15 @@ def export_model(frozen: onnx.ModelProto, trained: TrainedPart, feature_shape: t
     return model
 
 
+def export_classifier(classifier: CarSketchClassifier, config: dict) -> onnx.ModelProto:
+    """A whole classifier, split where it is, as one model: its frozen part's export joined to its trained part."""
+    frozen = export_frozen(classifier, config["image_size"])
+    with torch.inference_mode():
+        example = torch.zeros(1, 3, config["image_size"], config["image_size"])
+        feature_shape = tuple(classifier.frozen_features(example).shape[1:])
+    return export_model(frozen, classifier.trained, feature_shape, config)
+
+
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     with atomic_path(path) as temporary:
         temporary.write_bytes(model.SerializeToString())
@@ -78,4 +86,4 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(path)
     except FileNotFoundError:
-        raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
+        raise missing_output(path) from None

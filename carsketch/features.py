@@ -15,8 +15,7 @@ import torch
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyWriter, atomic_path
-from carsketch.inference.onnx_model import (BITMAPS, CPU_PROVIDER, FROZEN_FEATURES, INFERENCE_BATCH, providers,
-                                           run_batched, session)
+from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
 from carsketch.model import CarSketchClassifier, float32_convolutions
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -65,13 +64,6 @@ def feature_function(classifier: CarSketchClassifier, image_size: int, engine: s
         with float32_convolutions():
             return classifier.frozen_features(to_model_input(bitmaps, image_size, device=device)).cpu()
     return run_torch
-
-
-def onnx_features(frozen_model: onnx.ModelProto, bitmaps: np.ndarray) -> np.ndarray:
-    """The frozen part's output for a few uint8 bitmaps, from its ONNX export on the CPU: how train reads the drawings
-    labelled on the serve page, which featurize never saw."""
-    frozen = session(frozen_model.SerializeToString(), [CPU_PROVIDER])
-    return run_batched(frozen, bitmaps, BITMAPS, FROZEN_FEATURES)
 
 
 def _batches_in_order(function: FeatureFunction, bitmaps: np.ndarray, batch_size: int,

@@ -4,6 +4,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +22,11 @@ IN_MEMORY_BYTES = 256 << 20
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def missing_output(path: Path | str) -> PipelineError:
+    """The error for an earlier stage's output that is not there."""
+    return PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)")
 
 
 @contextlib.contextmanager
@@ -85,7 +91,7 @@ class NpyRows:
         try:
             self.file = open(path, "rb")
         except FileNotFoundError:
-            raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
+            raise missing_output(path) from None
         version = np.lib.format.read_magic(self.file)
         self.shape, fortran_order, self.dtype = NPY_HEADER_READERS[version](self.file)
         if fortran_order:
@@ -123,32 +129,6 @@ class NpyRows:
         return out
 
 
-class StackedRows:
-    """Several arrays or NpyRows of one row shape, one after another, read as one: `rows[index_array]`, len and shape.
-
-    Training on cached features plus a few more drawings' reads each mini-batch from where its rows are, so the big
-    file is never copied into memory to append the few.
-    """
-
-    def __init__(self, *parts: "np.ndarray | NpyRows"):
-        self.parts = parts
-        self.starts = np.cumsum([0, *map(len, parts)])
-        self.shape, self.dtype = (int(self.starts[-1]), *parts[0].shape[1:]), parts[0].dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
-        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
-        out = np.empty((len(index), *self.shape[1:]), self.dtype)
-        part_of = np.searchsorted(self.starts, index, side="right") - 1
-        for number, part in enumerate(self.parts):
-            mine = part_of == number
-            if mine.any():
-                out[mine] = part[index[mine] - self.starts[number]]
-        return out
-
-
 def save_rows(path: Path, gather: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
               chunk_rows: int = CHUNK_ROWS) -> None:
     """Save gather(rows) as one .npy, atomically, a chunk of rows at a time: memory is bounded by the chunk."""
@@ -158,12 +138,21 @@ def save_rows(path: Path, gather: Callable[[np.ndarray], np.ndarray], rows: np.n
             out.write(gather(rows[start:start + chunk_rows]))
 
 
+def copy_file(source: Path, destination: Path) -> None:
+    """A copy of an earlier stage's output at `destination`, written atomically."""
+    try:
+        with atomic_path(destination) as partial:
+            shutil.copyfile(source, partial)
+    except FileNotFoundError:
+        raise missing_output(source) from None
+
+
 def load_array(path: Path) -> np.ndarray:
     """A small .npy written by an earlier stage, read whole (no pickles); big ones: NpyRows."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)") from None
+        raise missing_output(path) from None
 
 
 def load_json(path: Path | str, default: Any = None) -> Any:

@@ -64,6 +64,11 @@ class Params:
     lr: float
     lr_schedule: str
     collected_weight: float
+    collected_test_size: float
+    adapt_blocks: int
+    adapt_epochs: int
+    adapt_lr: float
+    adapt_replay: int
     val_size: float
     device: str
     workers: int
@@ -140,6 +145,11 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "lr": _number(0, low_ok=False),
     "lr_schedule": _choice(*LR_SCHEDULES),
     "collected_weight": _number(0, low_ok=True),
+    "collected_test_size": _fraction(zero_ok=True),
+    "adapt_blocks": _integer(0, BACKBONE_BLOCKS - 1),
+    "adapt_epochs": _integer(1),
+    "adapt_lr": _number(0, low_ok=False),
+    "adapt_replay": _integer(0),
     "val_size": _fraction(zero_ok=True),
     "device": _choice(*DEVICES),
     "workers": _integer(1),

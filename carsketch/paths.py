@@ -13,6 +13,10 @@ FROZEN_MODEL_FILE = Path("model_data/frozen.onnx")
 # The trained model, twice: PyTorch weights (Python users) and ONNX (predict, serve, evaluate: no torch needed)
 MODEL_FILE = Path("model_data/car_sketch_weights.pth")
 ONNX_MODEL_FILE = Path("model_data/car_sketch.onnx")
+# train's model, the same two files: adapt fine-tunes it on the collected drawings into the two above, or passes it on
+# untouched where there are none
+TRAINED_MODEL_FILE = Path("model_data/trained/car_sketch_weights.pth")
+TRAINED_ONNX_MODEL_FILE = Path("model_data/trained/car_sketch.onnx")
 DOWNLOAD_REPORT = Path("metrics/download.json")
 DATA_METRICS = Path("metrics/data.json")
 DATA_PER_CATEGORY = Path("metrics/data_per_category.json")
@@ -28,8 +32,12 @@ SPLITS = ("train", "val", "test")
 UNSEEN_SPLIT = "unseen"
 FEATURIZED_SPLITS = (*SPLITS, UNSEEN_SPLIT)
 UNSEEN_PER_CATEGORY_FILE = Path("metrics/unseen_per_category.json")
-# Drawings labelled on the serve page (carsketch.inference.collected_file), which train learns from and evaluate scores
+# Drawings labelled on the serve page (carsketch.inference.collected_file): the live file the server appends to, and
+# the snapshot of it that adapt learns from and evaluate scores, with its counts per label (DVC keeps the snapshot)
 COLLECTED_FILE = Path("data/collected/drawings.ndjson")
+COLLECTED_SNAPSHOT_DIR = Path("data/collected_snapshot")
+COLLECTED_SNAPSHOT = COLLECTED_SNAPSHOT_DIR / "drawings.ndjson"
+COLLECTED_COUNTS = COLLECTED_SNAPSHOT_DIR / "counts.json"
 
 
 def raw_file(category: str) -> Path:

@@ -17,32 +17,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from carsketch.collected import CollectedSplit
 from carsketch.distributed import is_main, rank_and_size, sum_over_processes
-from carsketch.features import onnx_features
-from carsketch.files import NpyRows, StackedRows
+from carsketch.files import NpyRows
 from carsketch.model import TrainedPart, cached_logits, features_tensor, parameters_device
 from carsketch.progress import progress
 
 EpochLog = dict[str, float | int]
-Rows = np.ndarray | NpyRows | StackedRows
-
-
-def with_collected_drawings(features: Rows, labels: np.ndarray, labelled: CollectedSplit, frozen: onnx.ModelProto,
-                           weight: float) -> tuple[Rows, np.ndarray, np.ndarray]:
-    """The cached training rows followed by those of the drawings labelled on the serve page (through the same frozen
-    part, stored as the cache stores), the labels of both, and each row's weight: 1, and `weight` for a labelled one."""
-    weights = np.ones(len(labels), np.float32)
-    if not len(labelled.y):
-        return features, labels, weights
-    labelled_features = onnx_features(frozen, labelled.bitmaps).astype(features.dtype)
-    return (StackedRows(features, labelled_features), np.concatenate([labels, labelled.y]),
-            np.concatenate([weights, np.full(len(labelled.y), weight, np.float32)]))
+Rows = np.ndarray | NpyRows
 
 
 def loss_and_accuracy(trained: TrainedPart, features: Rows, labels: np.ndarray) -> tuple[float, float]:
@@ -58,7 +43,7 @@ def fit(trained: TrainedPart, features: Rows, labels: np.ndarray, epochs: int, b
         on_epoch: Callable[[EpochLog], None] | None = None, sample_weights: np.ndarray | None = None
         ) -> list[EpochLog]:
     """Train `trained` (on its device) on cached frozen features; returns one log row per epoch, also given to
-    `on_epoch`. `sample_weights` are what each row's loss counts for (default 1): a labelled drawing may count
+    `on_epoch`. `sample_weights` are what each row's loss counts for (default 1): a collected drawing may count
     for several.
     Under torch.distributed every process calls it and ends with the same model."""
     rank, size = rank_and_size()

@@ -95,7 +95,7 @@ def project(tmp_path_factory, fixture_weights):
 
 
 def features_and_accuracy(project, workers):
-    for stage in ("featurize", "train", "evaluate"):
+    for stage in ("featurize", "train", "snapshot", "adapt", "evaluate"):
         run_stage(project, stage, workers)
     features = {split: (project / f"data/features/{split}.npy").read_bytes() for split in ("train", "val", "test")}
     return features, json.loads((project / "metrics/metrics.json").read_text())["accuracy"]

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from carsketch.files import NpyRows, StackedRows, save_rows
+from carsketch.files import NpyRows, save_rows
 
 
 def test_save_rows_writes_chunk_by_chunk_what_np_save_would(tmp_path):
@@ -40,15 +40,3 @@ def test_npy_rows_reads_small_files_whole_and_large_ones_on_demand(tmp_path):
     for read in (small, large):
         np.testing.assert_array_equal(read[batch], rows[batch])
         assert read.shape == rows.shape and read.dtype == rows.dtype
-
-
-def test_stacked_rows_read_across_their_parts_as_one_array(tmp_path):
-    first = np.arange(10 * 3, dtype=np.float16).reshape(10, 3)
-    np.save(tmp_path / "first.npy", first)
-    second = -np.arange(4 * 3, dtype=np.float16).reshape(4, 3)
-    stacked = StackedRows(NpyRows(tmp_path / "first.npy"), second)
-    whole = np.concatenate([first, second])
-    assert len(stacked) == 14 and stacked.shape == (14, 3) and stacked.dtype == np.float16
-    for index in (np.array([13, 0, 9, 10, 2]), np.arange(14), np.array([], np.int64)):
-        np.testing.assert_array_equal(stacked[index], whole[index])
-    np.testing.assert_array_equal(stacked[8:12], whole[8:12])

@@ -1,23 +1,27 @@
 """End to end: the real `dvc` commands on a copy of the project in a temporary git repo."""
 
 import json
+import os
+import re
+import subprocess
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import yaml
 from torchvision.models import mobilenet_v2
 
 from carsketch.collected import collected_splits
 from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.inference.serve import create_app
-from conftest import make_drawings, write_category_files
-from dvc_project import commit, make_project, run, stages_ran
-from servers import running
+from carsketch.model import load_trained_model
+from carsketch.paths import COLLECTED_SNAPSHOT
+from conftest import make_bitmaps, make_drawings, write_category_files
+from dvc_project import COMMAND_ENV, command_line, commit, make_project, run, stages_ran
+from servers import serve_process
 
 pytestmark = pytest.mark.slow
+TOKEN = "test-token"
 
 
 @pytest.fixture
@@ -48,16 +52,16 @@ def test_repro_preprocess_builds_a_balanced_split_and_then_does_nothing(project,
     assert "up to date" in run(project, "dvc", "status", "preprocess")
 
 
-def test_repro_then_experiment_reruns_only_train_and_evaluate(project):
+def test_repro_then_experiment_reruns_only_train_adapt_and_evaluate(project):
     output = run(project, "dvc", "repro")
-    for stage in ("weights", "download", "preprocess", "featurize", "train", "evaluate"):
+    for stage in ("weights", "download", "preprocess", "featurize", "train", "snapshot", "adapt", "evaluate"):
         assert f"Running stage '{stage}'" in output
     assert (project / "model_data/car_sketch_weights.pth").is_file()
     commit(project, "first run")
 
     for setting in ("epochs=2", "seed=7"):
         output = run(project, "dvc", "exp", "run", "-S", setting)
-        assert stages_ran(output) == ["train", "evaluate"], output
+        assert stages_ran(output) == ["train", "snapshot", "adapt", "evaluate"], output  # snapshot: always_changed
 
     diff = json.loads(run(project, "dvc", "metrics", "diff", "--all", "--json"))
     assert {"accuracy", "loss", "roc_auc"} <= set(diff["metrics/metrics.json"])
@@ -85,32 +89,91 @@ def test_new_weights_in_the_same_file_show_in_dvc_status(project, tmp_path):
     assert "Running stage 'weights'" in output
 
 
-def test_drawings_labelled_on_the_page_retrain_the_model_without_featurize(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    # 96 drawings to train on here, not thousands: a label counts for 3 of them, not 10
-    (project / "params.yaml").write_text(yaml.safe_dump({**params, "epochs": 3, "collected_weight": 3}))
+def label(url: str, drawings: list, name: str) -> list[str]:
+    """POST each drawing to /api/drawings with the label `name`, with the token; the ids it kept them under."""
+    ids = []
+    for drawing in drawings:
+        response = httpx.post(f"{url}/api/drawings", json={"drawing": drawing, "label": name},
+                              headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def snapshot_ids(project) -> set[str]:
+    return {json.loads(line)["key_id"] for line in (project / COLLECTED_SNAPSHOT).read_text().splitlines()}
+
+
+def test_collected_drawings_adapt_the_model_without_featurize_or_train(project):
     run(project, "dvc", "repro")
     before = json.loads((project / "metrics/metrics.json").read_text())
-    assert not any(key.startswith("collected") for key in before)  # no labelled drawings: the metrics as ever
+    assert not any(key.startswith("collected") for key in before)  # nobody labelled: the metrics as ever
+    # no labels: train's model goes on untouched, and evaluate checks the cached path against it
+    for name in ("car_sketch.onnx", "car_sketch_weights.pth"):
+        assert (project / "model_data" / name).read_bytes() == (project / "model_data/trained" / name).read_bytes()
+    assert json.loads((project / "metrics/evaluate_checks.json").read_text())["full_model_max_difference"] < 1e-3
     commit(project, "first run")
+    assert "data/collected_snapshot" not in run(project, "git", "ls-files")  # DVC keeps the labels, not git
 
-    # people draw slanted strokes, a kind the data never showed, and say they are cars
+    # people draw slanted strokes, a kind the data never showed, and say they are cars, through the real server
     model = OnnxModel(project / "model_data/car_sketch.onnx")
-    store = CollectedStore(project / "data/collected/drawings.ndjson")
-    with running(create_app(model, store)) as url:
-        for drawing in make_drawings("slanted", 60, seed=9900):
-            response = httpx.post(f"{url}/api/drawings", json={"drawing": drawing, "label": "car"})
-            assert response.status_code == 201
+    with serve_process(project / "model_data/car_sketch.onnx", "--token", TOKEN, cwd=project) as (_, url):
+        label(url, make_drawings("slanted", 60, seed=9900), "car")
     status = run(project, "dvc", "status")
-    assert "changed deps" in status and "drawings.ndjson" in status and "featurize" not in status
-    held_out = collected_splits(store.path, 0.2)["test"]
+    assert "snapshot" in status and "always changed" in status
+    assert not {"featurize", "train"} & set(re.findall(r"^(\w+):", status, re.MULTILINE))
+    held_out = collected_splits(project / "data/collected/drawings.ndjson", 0.2)["test"]
     assert len(held_out.y) >= 5 and held_out.y.all()
     called_car_before = float(np.mean(model.predict_proba(held_out.bitmaps) >= 0.5))
 
     output = run(project, "dvc", "repro")
-    assert stages_ran(output) == ["train", "evaluate"], output
+    assert stages_ran(output) == ["snapshot", "adapt", "evaluate"], output
     after = json.loads((project / "metrics/metrics.json").read_text())
-    assert after["collected_test_drawings"] == len(held_out.y)
+    assert after["collected_test_drawings"] == after["collected_test_car_drawings"] == len(held_out.y)
+    assert after["collected_not_car_accuracy"] is None
+    assert after["collected_car_recall"] == after["collected_accuracy"]
     assert after["collected_accuracy"] >= 0.9 and after["collected_accuracy"] > called_car_before
     assert before["accuracy"] >= 0.95 and after["accuracy"] >= 0.9  # and it still knows the rest
-    assert "Data and pipelines are up to date" in run(project, "dvc", "status")
+    adapted = OnnxModel(project / "model_data/car_sketch.onnx")
+    assert adapted.config["adapted"]["collected_drawings"] == 60 - len(held_out.y)
+    # the adapted .pth is the same model as the .onnx, loaded alone
+    bitmaps = np.concatenate([held_out.bitmaps, make_bitmaps("other", 20, seed=9901)])
+    np.testing.assert_allclose(load_trained_model(project / "model_data/car_sketch_weights.pth").predict_proba(bitmaps),
+                               adapted.predict_proba(bitmaps), atol=1e-4)
+    output = run(project, "dvc", "repro")  # the same labels: the snapshot alone runs, and changes nothing
+    assert stages_ran(output) == ["snapshot"], output
+
+
+def test_a_label_sent_during_repro_is_learnt_by_the_next(project):
+    run(project, "dvc", "repro")
+    commit(project, "first run")
+    with serve_process(project / "model_data/car_sketch.onnx", "--token", TOKEN, cwd=project) as (_, url):
+        label(url, make_drawings("slanted", 10, seed=9910), "car")
+        repro = subprocess.Popen(command_line("dvc", "repro"), cwd=project, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, env={**os.environ, **COMMAND_ENV})
+        output = []
+        for line in repro.stdout:  # until adapt starts: the snapshot is taken
+            output.append(line)
+            if line.startswith("Running stage 'adapt'"):
+                break
+        [late] = label(url, make_drawings("slanted", 1, seed=9911), "car")
+        assert repro.poll() is None, "dvc repro ended before the label came: nothing raced"
+        output += repro.stdout.readlines()
+        assert repro.wait() == 0, "".join(output)
+    assert late not in snapshot_ids(project)
+    output = run(project, "dvc", "repro")
+    assert "adapt" in stages_ran(output), output
+    assert late in snapshot_ids(project)
+
+
+def test_the_labels_that_dvc_keeps_are_restored_where_the_live_file_is_missing(project):
+    (project / "data/collected").mkdir(parents=True)
+    CollectedStore(project / "data/collected/drawings.ndjson").append(
+        [{"key_id": f"k{number}", "label": "car", "drawing": drawing}
+         for number, drawing in enumerate(make_drawings("slanted", 20, seed=9920))])
+    run(project, "dvc", "repro", "snapshot")
+    kept = (project / COLLECTED_SNAPSHOT).read_bytes()
+    (project / "data/collected/drawings.ndjson").unlink()  # a fresh clone has DVC's copy, not the live file
+    output = run(project, "dvc", "repro", "snapshot")
+    assert "restored it from the snapshot" in output
+    assert (project / "data/collected/drawings.ndjson").read_bytes() == kept == (project / COLLECTED_SNAPSHOT).read_bytes()

@@ -11,7 +11,7 @@ from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, pe
 from carsketch.files import load_array
 from carsketch.model import load_trained_model
 from conftest import write_category_files, write_params
-from stages import evaluate, featurize, preprocess, train
+from stages import adapt, evaluate, featurize, preprocess, snapshot, train
 
 PARAMS = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
           "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
@@ -23,7 +23,7 @@ def trained_project(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40})
     write_params(tmp_path, **PARAMS)
-    for stage in (preprocess, featurize, train, evaluate):
+    for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     return tmp_path
 
@@ -41,7 +41,7 @@ def test_the_stages_learn_to_tell_car_from_not_car(tmp_path, monkeypatch, backbo
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 60, "bus": 60, "apple": 60, "tree": 60})
     write_params(tmp_path, **{**PARAMS, "trainable_blocks": trainable_blocks, "epochs": epochs})
-    for stage in (preprocess, featurize, train, evaluate):
+    for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     metrics = json.loads((tmp_path / "metrics/metrics.json").read_text())
     assert metrics["accuracy"] >= 0.95 and metrics["roc_auc"] >= 0.98
@@ -83,7 +83,7 @@ def test_unseen_categories_are_scored_apart_and_never_trained_on(tmp_path, monke
     write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40, "van": 12,
                                                  "cloud": 9})
     write_params(tmp_path, **PARAMS, unseen={"car": ["van"], "not_car": ["cloud"]})
-    for stage in (preprocess, featurize, train, evaluate):
+    for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     for split in ("train", "val", "test"):
         assert not {"van", "cloud"} & set(load_array(f"data/processed/{split}/category.npy").tolist())
@@ -101,7 +101,7 @@ def test_unseen_categories_are_scored_apart_and_never_trained_on(tmp_path, monke
 
 
 def test_training_twice_gives_the_same_model(trained_project):
-    models = ("model_data/car_sketch_weights.pth", "model_data/car_sketch.onnx")
+    models = ("model_data/trained/car_sketch_weights.pth", "model_data/trained/car_sketch.onnx")
     first = [(trained_project / name).read_bytes() for name in models]
     train.main()
     assert [(trained_project / name).read_bytes() for name in models] == first

@@ -1,5 +1,5 @@
 """Drawings labelled by the people who draw: one Quick, Draw!-style ndjson line each, appended so that nothing
-acknowledged is lost, and read back skipping what a crash may have torn.
+acknowledged is lost, read back skipping what a crash may have torn, and copied whole for the pipeline (snapshot).
 
 A line is {"key_id", "label", "timestamp", "car_probability", "model", "drawing"}: a unique id, car or not_car, the
 UTC time, the model's P(car) and the md5 of its file when the label was given, and the strokes as they were sent.
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from carsketch.errors import PipelineError
+from carsketch.files import atomic_path
 from carsketch.inference.drawings import TORN_LINE
 from carsketch.labels import SIDES
 
@@ -94,6 +95,13 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def label_counts(path: Path | str) -> Counter:
+    """The drawings kept in the file per label, 0 for a label with none."""
+    counts = Counter(dict.fromkeys(SIDES, 0))
+    counts.update(record["label"] for record in read_collected(path))
+    return counts
+
+
 class CollectedStore:
     """Labelled drawings appended to an ndjson file, each batch whole and on disk before `append` returns.
 
@@ -105,8 +113,7 @@ class CollectedStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.counts = Counter(dict.fromkeys(SIDES, 0))
-        self.counts.update(record["label"] for record in read_collected(self.path))
+        self.counts = label_counts(self.path)
 
     def append(self, records: list[dict]) -> None:
         """Write `records`, a line each, and return once they are on disk; OSError where that is impossible."""
@@ -137,3 +144,29 @@ class CollectedStore:
         """Drawings kept per label and in all, and the file."""
         return {**{label: self.counts[label] for label in SIDES}, "total": sum(self.counts.values()),
                 "file": str(self.path)}
+
+
+def snapshot(live: Path, destination: Path) -> None:
+    """Copy the whole lines of the live file that the server appends to into `destination`, under the writers' lock,
+    so the copy never holds half a batch. The pipeline learns from the copy: DVC hashes a stage's dependencies after
+    it runs, so a label appended to a live dependency meanwhile would be recorded as learnt.
+
+    Where the live file is missing and `destination` already has lines (a fresh clone after `dvc pull`, a queued
+    experiment's workspace), the live file is restored from them instead, so that new labels add to the old."""
+    try:
+        fd = os.open(live, os.O_RDONLY)
+    except FileNotFoundError:
+        kept = destination.read_bytes() if destination.exists() else b""
+        with atomic_path(live if kept else destination) as partial:  # no labels yet: an empty snapshot
+            partial.write_bytes(kept)
+        if kept:
+            print_warning(f"{live} was missing: restored it from the snapshot that DVC keeps, so new labels add to "
+                          f"those")
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a batch being written finishes first; the next waits for this read
+        data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+    finally:
+        os.close(fd)  # and with it the lock
+    with atomic_path(destination) as partial:
+        partial.write_bytes(data[:data.rfind(b"\n") + 1])  # a torn last line (its writer died) is no drawing

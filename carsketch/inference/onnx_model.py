@@ -89,9 +89,11 @@ class OnnxModel:
         """The model file's md5, as dvc.lock records it: which model gave an answer."""
         return hashlib.md5(self.path.read_bytes()).hexdigest()
 
-    def predict_proba(self, bitmaps: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-        """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black."""
-        bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
+    def predict_proba(self, bitmaps: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+        """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black; or an .npy's rows (N, 784),
+        read a batch at a time."""
+        if not isinstance(bitmaps, NpyRows):
+            bitmaps = np.asarray(bitmaps, dtype=np.uint8).reshape(-1, BITMAP_PIXELS)
         return run_batched(self.session, bitmaps, BITMAPS, CAR_PROBABILITY, batch_size)
 
     def proba_from_frozen(self, features: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:

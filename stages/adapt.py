@@ -1,0 +1,55 @@
+"""adapt stage: fine-tune train's model on the collected drawings (the snapshot's share not held out), each counting
+`collected_weight`, with a replay sample of the training drawings (carsketch.adaptation); or, where there are none,
+pass train's model on untouched. Its two files are the model that evaluate, predict and serve use.
+
+It reads the labels, train's model and `adapt_replay` training drawings, never the features or the whole data set:
+after new labels `dvc repro` re-runs the snapshot, this stage and evaluate, in seconds.
+"""
+
+import time
+
+import numpy as np
+
+from carsketch.adaptation import adapt, replay_sample, split_at
+from carsketch.collected import collected_splits
+from carsketch.errors import run_main
+from carsketch.export import export_classifier, save_onnx
+from carsketch.files import NpyRows, copy_file, load_array
+from carsketch.model import load_trained_model, save_model
+from carsketch.params import load_params
+from carsketch.paths import (COLLECTED_SNAPSHOT, MODEL_FILE, ONNX_MODEL_FILE, PROCESSED_DIR, TRAINED_MODEL_FILE,
+                             TRAINED_ONNX_MODEL_FILE)
+from carsketch.training import format_epoch
+
+
+def main() -> None:
+    params = load_params()
+    collected = collected_splits(COLLECTED_SNAPSHOT, params.collected_test_size)["train"]
+    if not len(collected.y):
+        copy_file(TRAINED_MODEL_FILE, MODEL_FILE)
+        copy_file(TRAINED_ONNX_MODEL_FILE, ONNX_MODEL_FILE)
+        print("adapt: no collected drawings to learn from; train's model goes on untouched")
+        return
+    started = time.perf_counter()
+    trained = load_trained_model(TRAINED_MODEL_FILE, params.device)
+    replay, replay_y = replay_sample(NpyRows(PROCESSED_DIR / "train" / "x.npy"),
+                                     load_array(PROCESSED_DIR / "train" / "y.npy"), params.adapt_replay, params.seed)
+    print(f"adapt: {len(collected.y)} collected drawings, each counting {params.collected_weight:g}, and {len(replay_y)} "
+          f"replayed; the last {params.adapt_blocks} blocks and the head, {params.adapt_epochs} epochs", flush=True)
+    adapted = adapt(trained.classifier, params.adapt_blocks, np.concatenate([collected.bitmaps, replay]),
+                    np.concatenate([collected.y, replay_y]),
+                    np.concatenate([np.full(len(collected.y), params.collected_weight, np.float32),
+                                    np.ones(len(replay_y), np.float32)]),
+                    trained.config, params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed,
+                    trained.device, on_epoch=lambda row: print(format_epoch(row), flush=True))
+    config = {**trained.config, "adapted": {"blocks": params.adapt_blocks, "collected_drawings": len(collected.y),
+                                            "replayed_drawings": len(replay_y)}}
+    trainable_blocks = trained.config["trainable_blocks"]
+    save_model(MODEL_FILE, split_at(adapted, trainable_blocks).state_dict(), config)  # as load_trained_model splits it
+    # split where featurize's frozen part ends, unless adapt trained blocks before that (evaluate: features_are_cached)
+    save_onnx(export_classifier(split_at(adapted, max(params.adapt_blocks, trainable_blocks)), config), ONNX_MODEL_FILE)
+    print(f"adapt: done in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    run_main(main)
