@@ -104,9 +104,9 @@ def collected_metrics(y: np.ndarray, probability: np.ndarray, threshold: float) 
 
 
 def features_are_cached(config: dict) -> bool:
-    """Whether featurize's cached features are the model's frozen features, so they score it: not once adapt has
-    trained blocks that featurize froze (its `adapted` blocks beyond train's `trainable_blocks`)."""
-    return config.get("adapted", {}).get("blocks", 0) <= config["trainable_blocks"]
+    """Whether featurize's cached features score the model: not once adapt has fine-tuned it, whose frozen part ends
+    elsewhere (at its `adapted` blocks) and whose blocks may be ones that featurize froze."""
+    return "adapted" not in config
 
 
 def _thin(points):

@@ -13,7 +13,7 @@ import numpy as np
 from carsketch.adaptation import adapt, replay_sample, split_at
 from carsketch.collected import collected_splits
 from carsketch.errors import run_main
-from carsketch.export import export_classifier, save_onnx
+from carsketch.export import save_onnx
 from carsketch.files import NpyRows, copy_file, load_array
 from carsketch.model import load_trained_model, save_model
 from carsketch.params import load_params
@@ -36,18 +36,17 @@ def main() -> None:
                                      load_array(PROCESSED_DIR / "train" / "y.npy"), params.adapt_replay, params.seed)
     print(f"adapt: {len(collected.y)} collected drawings, each counting {params.collected_weight:g}, and {len(replay_y)} "
           f"replayed; the last {params.adapt_blocks} blocks and the head, {params.adapt_epochs} epochs", flush=True)
-    adapted = adapt(trained.classifier, params.adapt_blocks, np.concatenate([collected.bitmaps, replay]),
-                    np.concatenate([collected.y, replay_y]),
-                    np.concatenate([np.full(len(collected.y), params.collected_weight, np.float32),
-                                    np.ones(len(replay_y), np.float32)]),
-                    trained.config, params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed,
-                    trained.device, on_epoch=lambda row: print(format_epoch(row), flush=True))
     config = {**trained.config, "adapted": {"blocks": params.adapt_blocks, "collected_drawings": len(collected.y),
                                             "replayed_drawings": len(replay_y)}}
-    trainable_blocks = trained.config["trainable_blocks"]
-    save_model(MODEL_FILE, split_at(adapted, trainable_blocks).state_dict(), config)  # as load_trained_model splits it
-    # split where featurize's frozen part ends, unless adapt trained blocks before that (evaluate: features_are_cached)
-    save_onnx(export_classifier(split_at(adapted, max(params.adapt_blocks, trainable_blocks)), config), ONNX_MODEL_FILE)
+    bitmaps, labels = np.concatenate([collected.bitmaps, replay]), np.concatenate([collected.y, replay_y])
+    weights = np.concatenate([np.full(len(collected.y), params.collected_weight, np.float32),
+                              np.ones(len(replay_y), np.float32)])
+    adapted, adapted_onnx = adapt(trained.classifier, params.adapt_blocks, bitmaps, labels, weights, config,
+                                  params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed, trained.device,
+                                  on_epoch=lambda row: print(format_epoch(row), flush=True))
+    # the .pth split as train's, which load_trained_model reads from config["trainable_blocks"]
+    save_model(MODEL_FILE, split_at(adapted, trained.config["trainable_blocks"]).state_dict(), config)
+    save_onnx(adapted_onnx, ONNX_MODEL_FILE)
     print(f"adapt: done in {time.perf_counter() - started:.1f} s")
 
 

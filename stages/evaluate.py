@@ -2,9 +2,9 @@
 categories' figures (how it does on kinds of drawing it never trained on) where params.yaml lists any; and the
 figures on the held-out share of the collected drawings (the snapshot's), where there are any.
 
-It runs the ONNX model in ONNX Runtime, with no torch to import: the experiment loop's last step. It scores the
-cached features, checking a sample through the whole model, unless adapt changed blocks that featurize froze: then
-every test drawing goes through the whole model.
+It runs the ONNX model in ONNX Runtime, with no torch to import: the experiment loop's last step. It scores train's
+model from the cached features, checking a sample through the whole model; a model that adapt fine-tuned has other
+frozen features, so every test drawing goes through the whole of it.
 """
 
 from carsketch.collected import collected_splits
@@ -28,8 +28,8 @@ def main() -> None:
         unseen_probability = model.proba_from_frozen(NpyRows(FEATURES_DIR / f"{UNSEEN_SPLIT}.npy"))
         difference = check_agreement(model, NpyRows(PROCESSED_DIR / "test" / "x.npy"), probability)
     else:
-        print(f"evaluate: adapt trained blocks that featurize froze, so the {len(test['y']) + len(unseen['y'])} test "
-              f"and unseen drawings go through the whole model", flush=True)
+        print(f"evaluate: the model adapt fine-tuned scores the {len(test['y']) + len(unseen['y'])} test and unseen "
+              f"drawings through the whole model", flush=True)
         probability = model.predict_proba(NpyRows(PROCESSED_DIR / "test" / "x.npy"))
         unseen_probability = model.predict_proba(NpyRows(PROCESSED_DIR / UNSEEN_SPLIT / "x.npy"))
         difference = None  # one path, nothing to check it against

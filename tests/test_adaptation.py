@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from carsketch.adaptation import adapt, replay_sample, split_at
+from carsketch.evaluation import AGREEMENT_TOLERANCE
+from carsketch.export import save_onnx
 from carsketch.files import NpyRows
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.model import model_config
 from carsketch.sketch import to_model_input
 from conftest import IMAGE_SIZE, FIXTURE_CATEGORIES, labelled_bitmaps, make_bitmaps
@@ -39,18 +42,26 @@ def test_splitting_elsewhere_keeps_the_model_and_frees_only_the_blocks_asked(cla
     assert not any(parameter.requires_grad for parameter in resplit.frozen.parameters())
 
 
-def test_tens_of_labels_teach_a_new_kind_and_it_keeps_what_it_knew(classifier):
+def test_tens_of_labels_teach_a_new_kind_and_it_keeps_what_it_knew(classifier, tmp_path):
     # a kind of drawing train never saw, that the model mostly calls car and people say is not
     slanted = make_bitmaps("slanted", 50, seed=4100)
     held_out_slanted = make_bitmaps("slanted", 100, seed=4101)
     known, known_truth = labelled_bitmaps(50, seed=4102)
     assert called_car(classifier, held_out_slanted).mean() > 0.5
     replay, replay_y = labelled_bitmaps(100, seed=4103)
-    adapted = adapt(classifier, 3, np.concatenate([slanted, replay]), np.concatenate([np.zeros(50), replay_y]),
-                    np.concatenate([np.full(50, 3.0), np.ones(200)]), CONFIG, epochs=8, batch_size=32, lr=1e-3,
-                    seed=0)
+    adapted, exported = adapt(classifier, 3, np.concatenate([slanted, replay]),
+                              np.concatenate([np.zeros(50), replay_y]), np.concatenate([np.full(50, 3.0), np.ones(200)]),
+                              CONFIG, epochs=8, batch_size=32, lr=1e-3, seed=0)
     assert called_car(adapted, held_out_slanted).mean() <= 0.1
     assert np.mean(called_car(adapted, known) == known_truth.astype(bool)) >= 0.95
+    # the ONNX model is the same model, and says it was adapted
+    save_onnx(exported, tmp_path / "adapted.onnx")
+    onnx_model = OnnxModel(tmp_path / "adapted.onnx")
+    bitmaps = np.concatenate([held_out_slanted, known])
+    with torch.inference_mode():
+        torch_probability = torch.sigmoid(adapted(to_model_input(bitmaps, IMAGE_SIZE))).numpy()
+    np.testing.assert_allclose(onnx_model.predict_proba(bitmaps), torch_probability, atol=AGREEMENT_TOLERANCE)
+    assert onnx_model.config == CONFIG
 
 
 def test_the_replay_sample_is_seeded_and_keeps_each_drawing_with_its_label(tmp_path):
