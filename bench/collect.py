@@ -34,7 +34,7 @@ from carsketch.inference.onnx_model import OnnxModel
 from carsketch.mirror import serve
 from carsketch.paths import COLLECTED_FILE, METRICS_FILE, ONNX_MODEL_FILE
 from carsketch.quickdraw import category_file
-from tests.servers import serve_process
+from tests.servers import printed_token, serve_process
 
 # Every row of the unseen files goes through the pipeline (its unseen figures); the benchmark splits them itself.
 COLLECT_PARAMS = {**PARAMS, "unseen_drawings": None}
@@ -68,9 +68,9 @@ def halves(name: str) -> tuple[np.ndarray, np.ndarray]:
     return rows[:len(rows) // 2], rows[len(rows) // 2:]
 
 
-def label(url: str, drawings: list, name: str) -> None:
-    """POST each drawing to /api/drawings with the label `name`."""
-    with httpx.Client(base_url=url, timeout=60) as client:
+def label(url: str, token: str, drawings: list, name: str) -> None:
+    """POST each drawing to /api/drawings with the label `name`, and the server's labelling `token`."""
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
         for drawing in drawings:
             response = client.post("/api/drawings", json={"drawing": drawing, "label": name})
             response.raise_for_status()
@@ -98,9 +98,10 @@ def loop(project: Path, count: int, weight: float, seed: int, pools: dict, held_
     run(project, "dvc", "checkout", "--force")
     shutil.rmtree(project / ".dvc" / "cache" / "runs", ignore_errors=True)
     set_params(project, collected_weight=weight, seed=seed)
-    with serve_process(project / ONNX_MODEL_FILE, "--collect", str(project / COLLECTED_FILE)) as (_, url):
-        label(url, pools["tractor"][:count], "car")
-        label(url, pools["called_car"][:count], "not_car")
+    with serve_process(project / ONNX_MODEL_FILE, "--collect", str(project / COLLECTED_FILE)) as (process, url):
+        token = printed_token(process)
+        label(url, token, pools["tractor"][:count], "car")
+        label(url, token, pools["called_car"][:count], "not_car")
     start = time.perf_counter()
     output = run(project, "dvc", "repro")
     seconds = time.perf_counter() - start

@@ -23,7 +23,7 @@ from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import MAX_BODY_BYTES, create_app
 from conftest import AIRPLANE, accuracy, draw_png, make_drawings, mixed_drawings
-from servers import running, serve_process
+from servers import printed_token, running, serve_process
 
 SQUARE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
 # The airplane as the raw data records it: screen pixels, anywhere, with times (a third list) per stroke.
@@ -223,8 +223,8 @@ def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path,
     collected = tmp_path / "labelled.ndjson"
     with serve_process(model_path, "--collect", str(collected)) as (process, base_url):
         assert base_url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{base_url}/api/health").json()["collect"] == {"file": str(collected), "token_needed": False}
-        assert process.stdout.readline() == f"labelled drawings go to {collected} (0 kept so far)\n"
+        assert httpx.get(f"{base_url}/api/health").json()["collect"] == {"file": str(collected), "token_needed": True}
+        printed_token(process)
         process.send_signal(signal.SIGINT)
         stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 0 and stdout == "stopped\n" and capfd.readouterr().err == ""
