@@ -1,11 +1,12 @@
 """`python -m carsketch serve`: a drawing page and a JSON API over the trained model, on a local port.
 
-The model is loaded once. `GET /` is a self-contained page to draw on; `POST /api/predict` classifies
-Quick, Draw! strokes (JSON) or an image (multipart field `file`), rasterised or read exactly as the predict
-command does, so both give the same P(car). Concurrent requests are micro-batched into one model call.
-`POST /api/drawings` keeps a drawing with the label its drawer gives it (carsketch.inference.collected_file), for the
-pipeline to learn from; concurrent labels are written and fsynced together, and labelling needs the server's token
-where one is given. Bad input gets a 4xx with one line of JSON, `{"error": "..."}`, and never takes the server down.
+The model is loaded at start, and again whenever its file changes (carsketch.inference.reloading_model). `GET /` is a
+self-contained page to draw on; `POST /api/predict` classifies Quick, Draw! strokes (JSON) or an image (multipart
+field `file`), rasterised or read exactly as the predict command does, so both give the same P(car). Concurrent
+requests are micro-batched into one model call. `POST /api/drawings` keeps a drawing with the label its drawer gives
+it (carsketch.inference.collected_file), for the pipeline to learn from; concurrent labels are written and fsynced
+together, and labelling needs the server's token where one is given. Bad input gets a 4xx with one line of JSON,
+`{"error": "..."}`, and never takes the server down.
 """
 
 import argparse
@@ -41,6 +42,7 @@ from carsketch.labels import SIDES
 from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.predict import label_for
+from carsketch.inference.reloading_model import ReloadingModel
 from carsketch.paths import COLLECTED_FILE, ONNX_MODEL_FILE
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -149,11 +151,13 @@ class Batcher:
                     future.set_exception(failure) if failure else future.set_result(result)
 
 
-def model_batcher(model: OnnxModel) -> Batcher:
-    """P(car) of each job's bitmaps (N, 784), from one model call for all the jobs waiting."""
-    def predict(jobs: list[np.ndarray]) -> list[np.ndarray]:
+def model_batcher(served: ReloadingModel) -> Batcher:
+    """For each job's bitmaps (N, 784), their P(car) and the model that gave it: one call, for all the jobs waiting, of
+    the model current when the batch starts."""
+    def predict(jobs: list[np.ndarray]) -> list[tuple[np.ndarray, OnnxModel]]:
+        model = served.model  # taken once: a model taken up meanwhile answers from the next batch on
         probabilities = model.predict_proba(np.concatenate(jobs))
-        return np.split(probabilities, np.cumsum([len(bitmaps) for bitmaps in jobs])[:-1])
+        return [(part, model) for part in np.split(probabilities, np.cumsum([len(bitmaps) for bitmaps in jobs])[:-1])]
     return Batcher(predict, MAX_BATCH, len)
 
 
@@ -296,15 +300,18 @@ async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     return [await run_in_threadpool(_image_bitmap, await upload.read())]
 
 
-def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str | None = None) -> FastAPI:
-    """The web app around a loaded model: the page, the API and its docs at /docs. Labelled drawings go to `store`
-    (None: none are kept); labelling needs `token` where one is given."""
-    batcher = model_batcher(model)
+def create_app(model: OnnxModel | ReloadingModel, store: CollectedStore | None = None,
+               token: str | None = None) -> FastAPI:
+    """The web app around a loaded model, taken up again whenever its file changes: the page, the API and its docs at
+    /docs. Labelled drawings go to `store` (None: none are kept); labelling needs `token` where one is given."""
+    served = model if isinstance(model, ReloadingModel) else ReloadingModel(model)
+    batcher = model_batcher(served)
     writer = writer_batcher(store) if store is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         workers = [asyncio.create_task(each.run()) for each in (batcher, writer) if each is not None]
+        workers.append(asyncio.create_task(served.watch()))
         yield
         for worker in workers:
             worker.cancel()
@@ -323,11 +330,14 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
         return FileResponse(PAGE)
 
     @app.get("/api/health")
-    def health() -> dict:
-        """The model's facts: input size, threshold, categories and the rest of its recipe; and where labelled drawings
-        go (null: none are kept), and whether labelling needs a token."""
-        config = model.config
-        return {"status": "ok", "image_size": config["image_size"], "threshold": model.threshold,
+    async def health() -> dict:
+        """The model served: its file's md5 (as dvc.lock records it), when it was loaded (UTC), input size, threshold,
+        categories and the rest of its recipe; and where labelled drawings go (null: none are kept), and whether
+        labelling needs a token."""
+        model, config = served.model, served.model.config
+        return {"status": "ok", "model_md5": model.md5,
+                "model_loaded_at": served.loaded_at.isoformat(timespec="seconds"),
+                "image_size": config["image_size"], "threshold": model.threshold,
                 "categories": config["categories"],
                 "params": {key: value for key, value in config.items()
                            if key not in ("image_size", "threshold", "categories")},
@@ -345,7 +355,7 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
         else:
             raise HTTPException(415, f"expected application/json or multipart/form-data, "
                                      f"not {content_type or 'no content type'}")
-        probabilities = await batcher.submit(np.stack(bitmaps))
+        probabilities, model = await batcher.submit(np.stack(bitmaps))
         return {"results": [{"car_probability": float(probability), "label": label_for(probability, model.threshold),
                              "bitmap": image.tolist() if bitmap else None}
                             for probability, image in zip(probabilities, bitmaps)]}
@@ -365,7 +375,8 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
         kept = kept_store()
         body = await _parse(request, LabelRequest)
         bitmaps = await _bitmaps([body.drawing])
-        probability = float((await batcher.submit(np.stack(bitmaps)))[0])
+        probabilities, model = await batcher.submit(np.stack(bitmaps))
+        probability = float(probabilities[0])
         record = {"key_id": uuid.uuid4().hex, "label": body.label,
                   "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
                   "car_probability": round(probability, 6), "model": model.md5,
