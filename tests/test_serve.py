@@ -5,6 +5,7 @@ Everything goes over real HTTP: uvicorn on a free loopback port with the fixture
 cars car and the rest not_car.
 """
 
+import asyncio
 import datetime
 import hashlib
 import io
@@ -305,6 +306,27 @@ def test_a_model_file_that_cannot_be_loaded_leaves_the_old_model_serving_with_on
     [line] = stderr.splitlines()  # one warning, though the broken file stayed there for polls on end
     assert line.startswith(f"warning: {served_model} changed but cannot be loaded (")
     assert line.endswith(f"); still serving model {old_md5[:8]}")
+
+
+def test_a_file_that_cannot_be_loaded_is_tried_once_until_it_changes_again(served_model, inverted_model_path,
+                                                                            capsys):
+    """Poll by poll: a change is loaded once the stat has held for a poll, and a broken file only once."""
+    served = ReloadingModel(OnnxModel(served_model))
+    old_md5 = served.model.md5
+
+    def polls(count: int) -> None:
+        for _ in range(count):
+            asyncio.run(served.poll())
+
+    served_model.write_bytes(b"\x00garbage" * 1000)
+    polls(1)  # the file changed since the last poll: it may still be being written
+    assert capsys.readouterr().err == ""
+    polls(5)
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"warning: {served_model} changed but cannot be loaded (") and served.model.md5 == old_md5
+    replace_model(served_model, inverted_model_path.read_bytes(), "renamed")
+    polls(2)
+    assert served.model.md5 == md5(inverted_model_path) and capsys.readouterr().err == ""
 
 
 def test_a_batch_begun_on_the_old_model_ends_on_it_and_the_next_runs_the_new_one(served_model, inverted_model_path,

@@ -92,7 +92,7 @@ def test_the_page_fits_a_phone_screen(page):
     driver, _ = page
     assert driver.execute_script("return window.innerWidth") == PHONE[0]
     assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
-    for element in ("pad", "undo", "clear", "probability", "is-car", "not-car", "kept"):
+    for element in ("pad", "undo", "clear", "probability", "is-car", "not-car", "kept", "model"):
         assert driver.find_element("id", element).is_displayed()
 
 
