@@ -37,11 +37,10 @@ from carsketch.inference.onnx_model import OnnxModel
 from carsketch.mirror import serve
 from carsketch.paths import COLLECTED_FILE, METRICS_FILE, ONNX_MODEL_FILE
 from carsketch.quickdraw import category_file
-from tests.servers import serve_process
+from tests.servers import printed_token, serve_process
 
 # Every row of the unseen files goes through the pipeline (its unseen figures); the benchmark splits them itself.
 COLLECT_PARAMS = {**PARAMS, "unseen_drawings": None}
-TOKEN = "bench-collect"
 PIXEL_UNITS = 255 / 27  # a bitmap pixel in Quick, Draw!'s 0-255 drawing units
 RIDGE_LEVEL = 96
 NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))  # each pair of neighbouring pixels once
@@ -72,9 +71,9 @@ def halves(name: str) -> tuple[np.ndarray, np.ndarray]:
     return rows[:len(rows) // 2], rows[len(rows) // 2:]
 
 
-def label(url: str, drawings: list, name: str) -> None:
-    """POST each drawing to /api/drawings with the label `name`, and the server's token."""
-    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+def label(url: str, token: str, drawings: list, name: str) -> None:
+    """POST each drawing to /api/drawings with the label `name`, and the server's labelling `token`."""
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
         for drawing in drawings:
             response = client.post("/api/drawings", json={"drawing": drawing, "label": name})
             response.raise_for_status()
@@ -106,10 +105,11 @@ def seconds_of_adapt(output: str) -> float | None:
 
 def loop(project: Path, count: int, pools: dict, held_out: dict) -> dict:
     """From the project as it is: label `count` tractors and as many called-car non-vehicles, then `dvc repro`."""
-    with serve_process(project / ONNX_MODEL_FILE, "--collect", str(project / COLLECTED_FILE), "--token", TOKEN,
-                       cwd=project) as (_, url):
-        label(url, pools["tractor"][:count], "car")
-        label(url, pools["called_car"][:count], "not_car")
+    with serve_process(project / ONNX_MODEL_FILE, "--collect", str(project / COLLECTED_FILE),
+                       cwd=project) as (process, url):
+        token = printed_token(process)
+        label(url, token, pools["tractor"][:count], "car")
+        label(url, token, pools["called_car"][:count], "not_car")
     start = time.perf_counter()
     output = run(project, "dvc", "repro")
     seconds = time.perf_counter() - start

@@ -11,8 +11,8 @@ image_size: the figures are about speed, not accuracy, and it says which model i
 server share this machine's cores.
 
 With --label the requests label drawings instead (POST /api/drawings, car and not_car in turn, into a file in a
-temporary folder), taking turns with as many predictions on the same server; it reports both rates, and checks that
-the file holds a whole line for every 201.
+temporary folder, with the token the server printed), taking turns with as many predictions on the same server; it
+reports both rates, and checks that the file holds a whole line for every 201.
 """
 
 import argparse
@@ -34,7 +34,7 @@ from carsketch.export import export_classifier, save_onnx
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.model import build_classifier, model_config
 from carsketch.paths import ONNX_MODEL_FILE
-from tests.servers import serve_process
+from tests.servers import printed_token, serve_process
 
 
 def scribbles(count: int, seed: int = 0) -> list:
@@ -50,9 +50,10 @@ def scribbles(count: int, seed: int = 0) -> list:
     return drawings
 
 
-async def load(url: str, drawings: list, clients: int, labels: bool = False) -> tuple[list[float], int, float]:
-    """Send each drawing once, from `clients` concurrent clients, to be classified or, with `labels`, labelled car
-    and not_car in turn: (latencies in s, errors, wall time in s)."""
+async def load(url: str, drawings: list, clients: int, token: str | None = None) -> tuple[list[float], int, float]:
+    """Send each drawing once, from `clients` concurrent clients, to be classified or, with the labelling `token`,
+    labelled car and not_car in turn: (latencies in s, errors, wall time in s)."""
+    labels = token is not None
     latencies, errors, pending = [], 0, iter(enumerate(drawings))
 
     async def client(session):
@@ -70,7 +71,8 @@ async def load(url: str, drawings: list, clients: int, labels: bool = False) -> 
                 errors += 1
             latencies.append(time.perf_counter() - start)
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as session:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients),
+                                 headers={"Authorization": f"Bearer {token}"} if labels else None) as session:
         start = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         return latencies, errors, time.perf_counter() - start
@@ -134,11 +136,12 @@ def label_benchmark(model_path: Path, requests: int, clients: int, rounds: int =
     with tempfile.TemporaryDirectory() as folder:
         collected = Path(folder) / "drawings.ndjson"
         labelled, predicted = {"latencies": [], "errors": 0, "seconds": 0.0}, {"errors": 0, "seconds": 0.0}
-        with serve_process(model_path, "--collect", str(collected)) as (_, url):
+        with serve_process(model_path, "--collect", str(collected)) as (process, url):
+            token = printed_token(process)
             asyncio.run(load(url, warm_up, clients))
             for share in range(rounds):
                 part = drawings[share::rounds]
-                latencies, errors, seconds = asyncio.run(load(url, part, clients, labels=True))
+                latencies, errors, seconds = asyncio.run(load(url, part, clients, token))
                 labelled["latencies"] += latencies
                 labelled["errors"] += errors
                 labelled["seconds"] += seconds

@@ -1,17 +1,19 @@
 """Shared test fixtures: tiny generated Quick, Draw!-style drawings and files, models that tell them apart, and real
 HTTP servers on loopback."""
 
+import copy
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image, ImageDraw
 
 from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.mirror import MirrorHandler, serve
-from carsketch.model import model_config
+from carsketch.model import CarSketchClassifier, model_config
 from carsketch.export import export_classifier, save_onnx
 from carsketch.paths import BACKBONE_FILE
 from carsketch.quickdraw import BITMAP_PIXELS
@@ -24,7 +26,8 @@ PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 CAR_CATEGORIES = frozenset(PARAMS["categories"]["car"])
 # The fixture models' input size: small, so that they are quick.
 IMAGE_SIZE = 32
-FIXTURE_CATEGORIES = {"car": ["car"], "not_car": ["apple"]}
+# The fixture models' config, as train writes it into the .onnx.
+FIXTURE_CONFIG = model_config(IMAGE_SIZE, 0, "fixture", {"car": ["car"], "not_car": ["apple"]})
 # A real simplified airplane (key_id 4572612074143744) from the Quick, Draw! dataset (Google, CC BY 4.0).
 AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
              [81, 81, 87, 109, 124, 126, 117, 105, 78, 75, 76, 79]],
@@ -103,12 +106,30 @@ def fixture_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory, fixture_weights) -> Path:
-    """The fixture model as train writes it (.onnx): the frozen fixture backbone and a head trained on fixture drawings
-    (make_drawings' cars are car, the rest not), so its P(car) depends on the drawing and is right on them."""
+def fixture_classifier(fixture_weights) -> CarSketchClassifier:
+    """The frozen fixture backbone and a head trained on fixture drawings: make_drawings' cars are car, the rest not."""
+    return train_classifier(fixture_weights, *labelled_bitmaps(200, seed=2000), IMAGE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory, fixture_classifier) -> Path:
+    """The fixture classifier as train writes it (.onnx): its P(car) depends on the drawing and is right on
+    make_drawings' drawings."""
     path = tmp_path_factory.mktemp("model") / "fixture.onnx"
-    classifier = train_classifier(fixture_weights, *labelled_bitmaps(200, seed=2000), IMAGE_SIZE)
-    save_onnx(export_classifier(classifier, model_config(IMAGE_SIZE, 0, "fixture", FIXTURE_CATEGORIES)), path)
+    save_onnx(export_classifier(fixture_classifier, FIXTURE_CONFIG), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inverted_model_path(tmp_path_factory, fixture_classifier) -> Path:
+    """The fixture model with its head's last layer negated, so that its P(car) is 1 - the fixture model's: another
+    model, wrong on make_drawings' drawings, so that a test can tell which of the two answered."""
+    inverted = copy.deepcopy(fixture_classifier)
+    with torch.no_grad():
+        for parameter in inverted.head[-1].parameters():
+            parameter.neg_()
+    path = tmp_path_factory.mktemp("model") / "inverted.onnx"
+    save_onnx(export_classifier(inverted, FIXTURE_CONFIG), path)
     return path
 
 

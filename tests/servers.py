@@ -53,3 +53,12 @@ def serve_process(model: Path, *options: str, cwd: Path = REPO_ROOT,
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(30)
+
+
+def printed_token(process: subprocess.Popen) -> str:
+    """The labelling token in the URL of the line `carsketch serve` prints after the one serve_process read."""
+    line = process.stdout.readline()
+    found = re.search(r"\?token=(\S+)$", line)
+    if not found:
+        raise RuntimeError(f"no URL with ?token= in {line!r}")
+    return found[1]

@@ -18,7 +18,7 @@ from carsketch.inference.collected_file import CollectedStore, read_collected
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.serve import MAX_STROKES, create_app
 from conftest import REPO_ROOT, accuracy, make_drawings, mixed_drawings
-from servers import running, serve_process
+from servers import printed_token, running, serve_process
 
 LABELS = ("not_car", "car")
 
@@ -105,34 +105,78 @@ def test_without_a_store_labelling_is_refused_and_the_page_is_told(model):
         assert httpx.get(f"{url}/api/health").json()["collect"] is None
 
 
+LABEL = {"drawing": [[[0, 255], [0, 0]]], "label": "car"}
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_refused_and_the_rest_open(url: str) -> None:
+    """A label without the token gets a one-line 401 that says what to do; predicting, the counts, the health and the
+    page need none."""
+    for headers in ({}, bearer("wrong"), {"Authorization": "s3cret"}, {"Authorization": "Basic czNjcmV0"}):
+        response = httpx.post(f"{url}/api/drawings", json=LABEL, headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert list(response.json()) == ["error"] and "?token=" in response.json()["error"]
+    assert httpx.post(f"{url}/api/predict", json={"drawing": LABEL["drawing"]}).status_code == 200
+    assert all(httpx.get(f"{url}{path}").status_code == 200 for path in ("/api/drawings", "/api/health", "/"))
+
+
 def test_a_token_guards_labelling_but_not_predicting(model, tmp_path):
     store = CollectedStore(tmp_path / "drawings.ndjson")
-    body = {"drawing": [[[0, 255], [0, 0]]], "label": "car"}
     with running(create_app(model, store, token="s3cret")) as url:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            response = httpx.post(f"{url}/api/drawings", json=body, headers=headers)
-            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
-        assert httpx.post(f"{url}/api/predict", json={"drawing": body["drawing"]}).status_code == 200
-        assert httpx.post(f"{url}/api/drawings", json=body,
-                          headers={"Authorization": "Bearer s3cret"}).status_code == 201
+        assert_refused_and_the_rest_open(url)
+        assert not store.path.exists()
+        assert httpx.post(f"{url}/api/drawings", json=LABEL, headers=bearer("s3cret")).status_code == 201
     assert len(lines(store.path)) == 1
 
 
 @pytest.mark.slow
-def test_open_to_the_network_the_command_makes_a_token_and_labels_need_it(model_path, tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_command_makes_a_token_prints_it_in_the_pages_url_and_labels_need_it(model_path, tmp_path, host):
     collected = tmp_path / "drawings.ndjson"
-    with serve_process(model_path, "--host", "0.0.0.0", "--collect", str(collected)) as (process, url):
+    with serve_process(model_path, "--host", host, "--collect", str(collected)) as (process, url):
         token_line = process.stdout.readline()
         assert token_line.startswith(f"labelled drawings go to {collected} (0 kept so far); labelling needs the "
                                      f"token: open {url}/?token=")
         token = token_line.rstrip().rsplit("?token=", 1)[1]
         local = url.replace("0.0.0.0", "127.0.0.1")
-        body = {"drawing": [[[0, 255], [0, 0]]], "label": "car"}
-        assert httpx.post(f"{local}/api/drawings", json=body).status_code == 401
-        assert httpx.post(f"{local}/api/drawings", json=body,
-                          headers={"Authorization": f"Bearer {token}"}).status_code == 201
+        assert_refused_and_the_rest_open(local)
+        assert httpx.post(f"{local}/api/drawings", json=LABEL, headers=bearer(token)).status_code == 201
         assert httpx.get(f"{local}/api/health").json()["collect"]["token_needed"] is True
+    [record] = lines(collected)
+    assert record["drawing"] == LABEL["drawing"]
+
+
+@pytest.mark.slow
+def test_the_command_takes_the_token_it_is_given(model_path, tmp_path):
+    collected = tmp_path / "drawings.ndjson"
+    with serve_process(model_path, "--token", "abc", "--collect", str(collected)) as (process, url):
+        assert printed_token(process) == "abc"
+        assert httpx.post(f"{url}/api/drawings", json=LABEL, headers=bearer("abcd")).status_code == 401
+        assert httpx.post(f"{url}/api/drawings", json=LABEL, headers=bearer("abc")).status_code == 201
     assert len(lines(collected)) == 1
+
+
+@pytest.mark.slow
+def test_with_no_token_the_command_lets_this_machine_label(model_path, tmp_path):
+    collected = tmp_path / "drawings.ndjson"
+    with serve_process(model_path, "--no-token", "--collect", str(collected)) as (process, url):
+        assert process.stdout.readline() == (f"labelled drawings go to {collected} (0 kept so far); anyone on this "
+                                             f"machine may label (--no-token)\n")
+        assert httpx.post(f"{url}/api/drawings", json=LABEL).status_code == 201
+        assert httpx.get(f"{url}/api/health").json()["collect"]["token_needed"] is False
+    assert len(lines(collected)) == 1
+
+
+def test_no_token_off_loopback_is_refused_before_listening(model_path, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "carsketch", "serve", "--model", str(model_path), "--port", "0",
+                             "--host", "0.0.0.0", "--no-token", "--collect", str(tmp_path / "drawings.ndjson")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""  # it never said it was serving
+    assert result.stderr == ("error: --no-token would let anyone who reaches 0.0.0.0 label drawings, and every label "
+                             "is trained on: use it with a loopback --host (127.0.0.1) only\n")
 
 
 @pytest.mark.slow
@@ -161,9 +205,11 @@ def test_a_server_killed_mid_load_keeps_every_acknowledged_label(model_path, tmp
     drawings, truth = mixed_drawings(400, seed=9600)
     acknowledged, lock = [], threading.Lock()
     with serve_process(model_path, "--collect", str(collected)) as (process, url):
+        token = printed_token(process)
+
         def label(index):
             try:
-                response = httpx.post(f"{url}/api/drawings", timeout=30,
+                response = httpx.post(f"{url}/api/drawings", timeout=30, headers=bearer(token),
                                       json={"drawing": drawings[index], "label": LABELS[truth[index]]})
             except httpx.HTTPError:
                 return
@@ -179,8 +225,9 @@ def test_a_server_killed_mid_load_keeps_every_acknowledged_label(model_path, tmp
     kept = {record["key_id"] for record in read_collected(collected)}
     assert len(acknowledged) >= 100 and set(acknowledged) <= kept
     # the next server appends after whatever the kill left, on a fresh line
-    with serve_process(model_path, "--collect", str(collected)) as (_, url):
-        assert httpx.post(f"{url}/api/drawings", json={"drawing": drawings[0], "label": "car"}).status_code == 201
+    with serve_process(model_path, "--collect", str(collected)) as (process, url):
+        assert httpx.post(f"{url}/api/drawings", json={"drawing": drawings[0], "label": "car"},
+                          headers=bearer(printed_token(process))).status_code == 201
     assert len(lines(collected)) == len(kept) + 1
 
 

@@ -1,12 +1,17 @@
-"""`carsketch serve`: the API against ground truth and against the predict command, bad input, micro-batching and
-the command itself.
+"""`carsketch serve`: the API against ground truth and against the predict command, bad input, micro-batching, a new
+model file taken up while serving, and the command itself.
 
 Everything goes over real HTTP: uvicorn on a free loopback port with the fixture model, which calls make_drawings'
 cars car and the rest not_car.
 """
 
+import asyncio
+import datetime
+import hashlib
 import io
 import json
+import os
+import shutil
 import signal
 import socket
 import threading
@@ -20,10 +25,12 @@ from PIL import Image
 
 from carsketch.cli import main as carsketch_main
 from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.inference.collected_file import CollectedStore, read_collected
 from carsketch.inference.onnx_model import OnnxModel
+from carsketch.inference.reloading_model import ReloadingModel
 from carsketch.inference.serve import MAX_BODY_BYTES, create_app
 from conftest import AIRPLANE, accuracy, draw_png, make_drawings, mixed_drawings
-from servers import running, serve_process
+from servers import printed_token, running, serve_process
 
 SQUARE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
 # The airplane as the raw data records it: screen pixels, anywhere, with times (a third list) per stroke.
@@ -92,9 +99,14 @@ def test_an_uploaded_image_gets_its_label_as_predict_reads_it(client, model_path
         assert result["car_probability"] == pytest.approx(expected["car_probability"], abs=1e-6)
 
 
-def test_health_gives_the_models_facts(client):
-    assert client.get("/api/health").json() == {
-        "status": "ok", "image_size": 32, "threshold": 0.5, "categories": {"car": ["car"], "not_car": ["apple"]},
+def test_health_gives_the_models_facts(client, model_path):
+    health = client.get("/api/health").json()
+    loaded_at = datetime.datetime.fromisoformat(health.pop("model_loaded_at"))
+    assert loaded_at.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - loaded_at) < datetime.timedelta(hours=1)
+    assert health == {
+        "status": "ok", "model_md5": md5(model_path), "image_size": 32, "threshold": 0.5,
+        "categories": {"car": ["car"], "not_car": ["apple"]},
         "params": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "trainable_blocks": 0,
                    "weights": "fixture"}, "collect": None}
 
@@ -218,13 +230,142 @@ def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(mode
     assert np.allclose([result["car_probability"] for result in results], expected, rtol=0, atol=1e-6)
 
 
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def wait_for(condition, timeout: float = 15):
+    """Poll `condition` until it holds; fail where it still does not after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.05)
+
+
+def serving_md5(url: str) -> str:
+    return httpx.get(f"{url}/api/health").json()["model_md5"]
+
+
+def car_share(url: str, drawings: list) -> float:
+    """The share of `drawings` the server calls car."""
+    results = httpx.post(f"{url}/api/predict", json={"drawings": drawings}).json()["results"]
+    return float(np.mean([result["label"] == "car" for result in results]))
+
+
+def replace_model(path, data: bytes, how: str) -> None:
+    """Write a new model file at `path`: renamed into place from beside it, or rewritten in place (as DVC copies)."""
+    if how == "renamed":
+        path.with_suffix(".new").write_bytes(data)
+        os.replace(path.with_suffix(".new"), path)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def served_model(model_path, tmp_path):
+    """A copy of the fixture model, for a server to serve while a test changes it."""
+    return shutil.copyfile(model_path, tmp_path / "car_sketch.onnx")
+
+
+CARS = make_drawings("car", 20, 9900)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["renamed", "rewritten"])
+def test_the_command_takes_up_a_new_model_file(served_model, inverted_model_path, how):
+    with serve_process(served_model, "--no-collect") as (_, url):
+        assert serving_md5(url) == md5(served_model) and car_share(url, CARS) >= 0.9
+        replace_model(served_model, inverted_model_path.read_bytes(), how)
+        wait_for(lambda: serving_md5(url) == md5(inverted_model_path))
+        assert car_share(url, CARS) <= 0.1  # the inverted model calls the cars not car
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken", ["garbage", "half-written", "missing"])
+def test_a_model_file_that_cannot_be_loaded_leaves_the_old_model_serving_with_one_warning(
+        served_model, inverted_model_path, broken, capfd):
+    old_md5, new_model = md5(served_model), inverted_model_path.read_bytes()
+    stderr = ""
+    with serve_process(served_model, "--no-collect") as (_, url):
+        if broken == "missing":
+            served_model.unlink()
+        else:
+            served_model.write_bytes(b"\x00garbage" * 1000 if broken == "garbage" else new_model[:len(new_model) // 2])
+
+        def warned() -> bool:
+            nonlocal stderr
+            stderr += capfd.readouterr().err
+            return "warning" in stderr
+
+        wait_for(warned)
+        assert serving_md5(url) == old_md5 and car_share(url, CARS) >= 0.9
+        replace_model(served_model, new_model, "renamed")  # once it changes again, it is loaded
+        wait_for(lambda: serving_md5(url) == md5(inverted_model_path))
+        assert car_share(url, CARS) <= 0.1
+    stderr += capfd.readouterr().err
+    [line] = stderr.splitlines()  # one warning, though the broken file stayed there for polls on end
+    assert line.startswith(f"warning: {served_model} changed but cannot be loaded (")
+    assert line.endswith(f"); still serving model {old_md5[:8]}")
+
+
+def test_a_file_that_cannot_be_loaded_is_tried_once_until_it_changes_again(served_model, inverted_model_path,
+                                                                            capsys):
+    """Poll by poll: a change is loaded once the stat has held for a poll, and a broken file only once."""
+    served = ReloadingModel(OnnxModel(served_model))
+    old_md5 = served.model.md5
+
+    def polls(count: int) -> None:
+        for _ in range(count):
+            asyncio.run(served.poll())
+
+    served_model.write_bytes(b"\x00garbage" * 1000)
+    polls(1)  # the file changed since the last poll: it may still be being written
+    assert capsys.readouterr().err == ""
+    polls(5)
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"warning: {served_model} changed but cannot be loaded (") and served.model.md5 == old_md5
+    replace_model(served_model, inverted_model_path.read_bytes(), "renamed")
+    polls(2)
+    assert served.model.md5 == md5(inverted_model_path) and capsys.readouterr().err == ""
+
+
+def test_a_batch_begun_on_the_old_model_ends_on_it_and_the_next_runs_the_new_one(served_model, inverted_model_path,
+                                                                                  tmp_path):
+    """A label's P(car) and model md5 come from the model that answered it, whatever the file holds by then."""
+    model, calls, release = OnnxModel(served_model), [], threading.Event()
+    predict_proba = model.predict_proba
+
+    def held_predict_proba(bitmaps):
+        calls.append(len(bitmaps))
+        release.wait(30)  # the first batch holds the old model until the new one is served
+        return predict_proba(bitmaps)
+
+    model.predict_proba = held_predict_proba
+    store = CollectedStore(tmp_path / "drawings.ndjson")
+    old_md5, car = md5(served_model), CARS[0]
+    app = create_app(ReloadingModel(model, poll_seconds=0.05), store)
+    with running(app) as url, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.post, f"{url}/api/drawings", json={"drawing": car, "label": "car"}, timeout=60)
+        wait_for(lambda: calls)
+        replace_model(served_model, inverted_model_path.read_bytes(), "renamed")
+        wait_for(lambda: serving_md5(url) == md5(inverted_model_path))
+        release.set()
+        assert first.result().status_code == 201
+        assert httpx.post(f"{url}/api/drawings", json={"drawing": car, "label": "car"}).status_code == 201
+        assert car_share(url, [car]) == 0
+    begun_on_old, after = read_collected(store.path)
+    assert begun_on_old["model"] == old_md5 and begun_on_old["car_probability"] > 0.5
+    assert after["model"] == md5(inverted_model_path) and after["car_probability"] < 0.5
+    assert calls == [1]  # the old model answered its one batch and no other
+
+
 @pytest.mark.slow
 def test_the_command_listens_on_loopback_and_stops_cleanly_on_ctrl_c(model_path, tmp_path, capfd):
     collected = tmp_path / "labelled.ndjson"
     with serve_process(model_path, "--collect", str(collected)) as (process, base_url):
         assert base_url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{base_url}/api/health").json()["collect"] == {"file": str(collected), "token_needed": False}
-        assert process.stdout.readline() == f"labelled drawings go to {collected} (0 kept so far)\n"
+        assert httpx.get(f"{base_url}/api/health").json()["collect"] == {"file": str(collected), "token_needed": True}
+        printed_token(process)
         process.send_signal(signal.SIGINT)
         stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 0 and stdout == "stopped\n" and capfd.readouterr().err == ""

@@ -1,7 +1,10 @@
 """The serve page in a real browser: headless Chromium draws with a pen and reads the answer, which for the fixture
-model's drawings must be their label."""
+model's drawings must be their label; labels with the token; and shows which model answers."""
 
+import hashlib
 import json
+import os
+import shutil
 
 import httpx
 import numpy as np
@@ -12,6 +15,7 @@ from browser import MISSING, PHONE, chromium, draw, settle
 from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
+from carsketch.inference.reloading_model import ReloadingModel
 from carsketch.inference.serve import create_app
 from conftest import AIRPLANE, make_drawings
 from servers import running
@@ -25,6 +29,10 @@ def browser(model_path, tmp_path_factory):
     store = CollectedStore(tmp_path_factory.mktemp("collected") / "drawings.ndjson")
     with running(create_app(OnnxModel(model_path), store)) as url, chromium() as driver:
         yield driver, url, store
+
+
+def short_md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()[:8]
 
 
 @pytest.fixture
@@ -84,7 +92,7 @@ def test_the_page_fits_a_phone_screen(page):
     driver, _ = page
     assert driver.execute_script("return window.innerWidth") == PHONE[0]
     assert driver.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
-    for element in ("pad", "undo", "clear", "probability", "is-car", "not-car", "kept"):
+    for element in ("pad", "undo", "clear", "probability", "is-car", "not-car", "kept", "model"):
         assert driver.find_element("id", element).is_displayed()
 
 
@@ -107,3 +115,36 @@ def test_it_is_not_a_car_keeps_the_drawing_with_that_label_and_clears_the_pad(br
     assert f"{before['not_car'] + 1} not car" in kept.text
     assert driver.find_element("id", "label").text == "Draw something"
     assert not driver.find_element("id", "not-car").is_enabled()
+
+
+def test_the_page_shows_which_model_answers_and_sees_a_new_one_taken_up(model_path, inverted_model_path, tmp_path):
+    served = shutil.copyfile(model_path, tmp_path / "car_sketch.onnx")
+    app = create_app(ReloadingModel(OnnxModel(served), poll_seconds=0.1))
+    with running(app) as url, chromium() as driver:
+        driver.get(url + "/")
+        model = driver.find_element("id", "model")
+        WebDriverWait(driver, 30).until(lambda _: model.text.startswith(f"Model {short_md5(model_path)}, loaded "))
+        shutil.copyfile(inverted_model_path, tmp_path / "new.onnx")
+        os.replace(tmp_path / "new.onnx", served)
+        WebDriverWait(driver, 30).until(lambda _: model.text.startswith(f"Model {short_md5(inverted_model_path)}, "))
+        draw(driver, make_drawings("car", 1, 8800)[0])
+        assert settle(driver)["label"] == "not_car"  # the inverted model answers
+
+
+def test_labelling_needs_the_url_with_the_token_and_the_page_says_so(model_path, tmp_path):
+    store = CollectedStore(tmp_path / "drawings.ndjson")
+    with running(create_app(OnnxModel(model_path), store, token="s3cret")) as url, chromium() as driver:
+        for query in ("", "?token=s3cret"):
+            driver.get(f"{url}/{query}")
+            kept = driver.find_element("id", "kept")
+            WebDriverWait(driver, 30).until(lambda _: " kept (" in kept.text)
+            draw(driver, make_drawings("car", 1, 8900)[0])
+            settle(driver)
+            driver.find_element("id", "is-car").click()
+            settle(driver)
+            if not query:
+                assert kept.text == ("Not saved: labelling needs the page's URL as `carsketch serve` printed it, "
+                                     "with ?token=...: open that one")
+                assert not store.path.exists()
+        assert kept.text.startswith("Saved as a car. 1 drawing kept")
+    assert len(store.path.read_text().splitlines()) == 1

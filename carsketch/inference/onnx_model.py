@@ -5,7 +5,6 @@ threshold, categories...) is in its metadata. Its frozen part's output is a name
 also scores cached frozen features, as evaluate does.
 """
 
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -74,20 +73,21 @@ class OnnxModel:
         if self.path.suffix != ".onnx":
             raise PipelineError(f"{self.path} is not an ONNX model: give the .onnx file that train writes beside "
                                 f"the .pth (the .pth loads in Python with carsketch.model.load_trained_model)")
-        self.providers = providers(device)
+        self.device, self.providers = device, providers(device)
         try:
-            self.session = session(str(self.path), self.providers)
+            data = self.path.read_bytes()
+        except OSError as error:
+            raise PipelineError(f"cannot read the model file {self.path} ({error.strerror or error})") from None
+        # The md5 of the bytes loaded, as dvc.lock records it: which model gave an answer, even once the file changes.
+        self.md5 = hashlib.md5(data).hexdigest()
+        try:
+            self.session = session(data, self.providers)
             self.config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
         except Exception as error:  # onnxruntime raises its own types for a file it cannot read
             raise PipelineError(f"{self.path} is not a car-sketch model saved by the train stage "
                                 f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
         self.threshold = self.config["threshold"]
         self._from_frozen = None
-
-    @functools.cached_property
-    def md5(self) -> str:
-        """The model file's md5, as dvc.lock records it: which model gave an answer."""
-        return hashlib.md5(self.path.read_bytes()).hexdigest()
 
     def predict_proba(self, bitmaps: np.ndarray | NpyRows, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
         """P(car) for uint8 bitmaps, (N, 784) or (N, 28, 28), ink bright on black; or an .npy's rows (N, 784),

@@ -1,11 +1,12 @@
 """`python -m carsketch serve`: a drawing page and a JSON API over the trained model, on a local port.
 
-The model is loaded once. `GET /` is a self-contained page to draw on; `POST /api/predict` classifies
-Quick, Draw! strokes (JSON) or an image (multipart field `file`), rasterised or read exactly as the predict
-command does, so both give the same P(car). Concurrent requests are micro-batched into one model call.
-`POST /api/drawings` keeps a drawing with the label its drawer gives it (carsketch.inference.collected_file), for the
-pipeline to learn from; concurrent labels are written and fsynced together. Bad input gets a 4xx with one line of
-JSON, `{"error": "..."}`, and never takes the server down.
+The model is loaded at start, and again whenever its file changes (carsketch.inference.reloading_model). `GET /` is a
+self-contained page to draw on; `POST /api/predict` classifies Quick, Draw! strokes (JSON) or an image (multipart
+field `file`), rasterised or read exactly as the predict command does, so both give the same P(car). Concurrent
+requests are micro-batched into one model call. `POST /api/drawings` keeps a drawing with the label its drawer gives
+it (carsketch.inference.collected_file), for the pipeline to learn from; concurrent labels are written and fsynced
+together, and labelling needs the server's token where one is given. Bad input gets a 4xx with one line of JSON,
+`{"error": "..."}`, and never takes the server down.
 """
 
 import argparse
@@ -24,9 +25,10 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
@@ -40,6 +42,7 @@ from carsketch.labels import SIDES
 from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.predict import label_for
+from carsketch.inference.reloading_model import ReloadingModel
 from carsketch.paths import COLLECTED_FILE, ONNX_MODEL_FILE
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -148,11 +151,13 @@ class Batcher:
                     future.set_exception(failure) if failure else future.set_result(result)
 
 
-def model_batcher(model: OnnxModel) -> Batcher:
-    """P(car) of each job's bitmaps (N, 784), from one model call for all the jobs waiting."""
-    def predict(jobs: list[np.ndarray]) -> list[np.ndarray]:
+def model_batcher(served: ReloadingModel) -> Batcher:
+    """For each job's bitmaps (N, 784), their P(car) and the model that gave it: one call, for all the jobs waiting, of
+    the model current when the batch starts."""
+    def predict(jobs: list[np.ndarray]) -> list[tuple[np.ndarray, OnnxModel]]:
+        model = served.model  # taken once: a model taken up meanwhile answers from the next batch on
         probabilities = model.predict_proba(np.concatenate(jobs))
-        return np.split(probabilities, np.cumsum([len(bitmaps) for bitmaps in jobs])[:-1])
+        return [(part, model) for part in np.split(probabilities, np.cumsum([len(bitmaps) for bitmaps in jobs])[:-1])]
     return Batcher(predict, MAX_BATCH, len)
 
 
@@ -269,14 +274,16 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _check_token(request: Request, token: str | None) -> None:
-    """401 unless labelling is open (no token) or the request carries `Authorization: Bearer <token>`."""
-    if token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(401, "labelling needs the server's token: send Authorization: Bearer TOKEN (the URL "
-                                 "`carsketch serve` printed carries it as ?token=)", {"WWW-Authenticate": "Bearer"})
+def token_check(token: str | None) -> Callable:
+    """A dependency that answers 401 unless labelling is open (no token) or the request carries
+    `Authorization: Bearer <token>`."""
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(HTTPBearer(auto_error=False))) -> None:
+        given = "" if credentials is None else credentials.credentials
+        if token is not None and not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "labelling needs the server's token: open the page at the URL with ?token= that "
+                                     "`carsketch serve` printed, or send Authorization: Bearer TOKEN",
+                                {"WWW-Authenticate": "Bearer"})
+    return check
 
 
 def _save_error(error: OSError, store: CollectedStore) -> HTTPException:
@@ -293,15 +300,18 @@ async def _upload_bitmaps(request: Request) -> list[np.ndarray]:
     return [await run_in_threadpool(_image_bitmap, await upload.read())]
 
 
-def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str | None = None) -> FastAPI:
-    """The web app around a loaded model: the page, the API and its docs at /docs. Labelled drawings go to `store`
-    (None: none are kept); labelling needs `token` where one is given."""
-    batcher = model_batcher(model)
+def create_app(model: OnnxModel | ReloadingModel, store: CollectedStore | None = None,
+               token: str | None = None) -> FastAPI:
+    """The web app around a loaded model, taken up again whenever its file changes: the page, the API and its docs at
+    /docs. Labelled drawings go to `store` (None: none are kept); labelling needs `token` where one is given."""
+    served = model if isinstance(model, ReloadingModel) else ReloadingModel(model)
+    batcher = model_batcher(served)
     writer = writer_batcher(store) if store is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         workers = [asyncio.create_task(each.run()) for each in (batcher, writer) if each is not None]
+        workers.append(asyncio.create_task(served.watch()))
         yield
         for worker in workers:
             worker.cancel()
@@ -320,11 +330,14 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
         return FileResponse(PAGE)
 
     @app.get("/api/health")
-    def health() -> dict:
-        """The model's facts: input size, threshold, categories and the rest of its recipe; and where labelled drawings
-        go (null: none are kept), and whether labelling needs a token."""
-        config = model.config
-        return {"status": "ok", "image_size": config["image_size"], "threshold": model.threshold,
+    async def health() -> dict:
+        """The model served: its file's md5 (as dvc.lock records it), when it was loaded (UTC), input size, threshold,
+        categories and the rest of its recipe; and where labelled drawings go (null: none are kept), and whether
+        labelling needs a token."""
+        model, config = served.model, served.model.config
+        return {"status": "ok", "model_md5": model.md5,
+                "model_loaded_at": served.loaded_at.isoformat(timespec="seconds"),
+                "image_size": config["image_size"], "threshold": model.threshold,
                 "categories": config["categories"],
                 "params": {key: value for key, value in config.items()
                            if key not in ("image_size", "threshold", "categories")},
@@ -342,7 +355,7 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
         else:
             raise HTTPException(415, f"expected application/json or multipart/form-data, "
                                      f"not {content_type or 'no content type'}")
-        probabilities = await batcher.submit(np.stack(bitmaps))
+        probabilities, model = await batcher.submit(np.stack(bitmaps))
         return {"results": [{"car_probability": float(probability), "label": label_for(probability, model.threshold),
                              "bitmap": image.tolist() if bitmap else None}
                             for probability, image in zip(probabilities, bitmaps)]}
@@ -352,16 +365,18 @@ def create_app(model: OnnxModel, store: CollectedStore | None = None, token: str
             raise HTTPException(404, "this server keeps no labelled drawings (it was started with --no-collect)")
         return store
 
-    @app.post("/api/drawings", status_code=201, response_model=Saved, openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": LabelRequest.model_json_schema()}}}})
+    @app.post("/api/drawings", status_code=201, response_model=Saved, dependencies=[Depends(token_check(token))],
+              openapi_extra={"requestBody": {
+                  "required": True, "content": {"application/json": {"schema": LabelRequest.model_json_schema()}}}})
     async def label_drawing(request: Request) -> dict:
         """Keep a drawing with the label its drawer gives it, for the pipeline to learn from. 201 means it is on disk.
-        Where the server is not on loopback, this needs `Authorization: Bearer TOKEN`."""
-        _check_token(request, token)
+        Where the server has a token (`carsketch serve` makes one unless told --no-token), this needs
+        `Authorization: Bearer TOKEN`."""
         kept = kept_store()
         body = await _parse(request, LabelRequest)
         bitmaps = await _bitmaps([body.drawing])
-        probability = float((await batcher.submit(np.stack(bitmaps)))[0])
+        probabilities, model = await batcher.submit(np.stack(bitmaps))
+        probability = float(probabilities[0])
         record = {"key_id": uuid.uuid4().hex, "label": body.label,
                   "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
                   "car_probability": round(probability, 6), "model": model.md5,
@@ -410,22 +425,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     collect.add_argument("--collect", default=COLLECTED_FILE, type=Path, metavar="PATH",
                          help=f"where labelled drawings are appended (default: {COLLECTED_FILE})")
     collect.add_argument("--no-collect", action="store_true", help="keep no labelled drawings")
-    parser.add_argument("--token", help="the token labelling needs (default: none on loopback; elsewhere a new one, "
-                                        "printed with the page's URL)")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--token", help="the token labelling needs (default: a new one, printed with the page's URL)")
+    who.add_argument("--no-token", action="store_true",
+                     help="label without a token, with a loopback --host only: for scripts on a one-user machine")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C; says where it listens first, and where labelled drawings go."""
+    """Serve until Ctrl-C; says where it listens first, and where labelled drawings go with the token to label."""
+    if args.no_token and not is_loopback(args.host):
+        raise PipelineError(f"--no-token would let anyone who reaches {args.host} label drawings, and every label is "
+                            f"trained on: use it with a loopback --host (127.0.0.1) only")
     model = OnnxModel(args.model, args.device)  # the model `predict` runs, so they agree
     store = None if args.no_collect else CollectedStore(args.collect)
-    token = args.token or (None if store is None or is_loopback(args.host) else secrets.token_urlsafe(18))
+    token = None if store is None or args.no_token else args.token or secrets.token_urlsafe(18)
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     print(f"serving {args.model} at {url} (API docs at {url}docs); Ctrl-C to stop", flush=True)
     if store is not None:
-        print(f"labelled drawings go to {store.path} ({store.summary()['total']} kept so far)"
-              + (f"; labelling needs the token: open {url}?token={token}" if token else ""), flush=True)
+        print(f"labelled drawings go to {store.path} ({store.summary()['total']} kept so far); "
+              + (f"labelling needs the token: open {url}?token={token}" if token else
+                 "anyone on this machine may label (--no-token)"), flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(model, store, token), log_level="warning"))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn shuts down cleanly, then re-raises the Ctrl-C
         server.run(sockets=[sock])
