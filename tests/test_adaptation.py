@@ -1,6 +1,8 @@
 """Fine-tuning the trained model on collected drawings: it learns a kind it never saw from tens of labels and keeps
 what it knew; re-splitting it changes nothing by itself; the replay sample is the drawings it says it is."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,12 +12,8 @@ from carsketch.evaluation import AGREEMENT_TOLERANCE
 from carsketch.export import save_onnx
 from carsketch.files import NpyRows
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.model import model_config
 from carsketch.sketch import to_model_input
-from conftest import IMAGE_SIZE, FIXTURE_CATEGORIES, labelled_bitmaps, make_bitmaps
-from models import train_classifier
-
-CONFIG = model_config(IMAGE_SIZE, 0, "fixture", FIXTURE_CATEGORIES)
+from conftest import FIXTURE_CONFIG as CONFIG, IMAGE_SIZE, labelled_bitmaps, make_bitmaps
 
 
 def called_car(classifier, bitmaps: np.ndarray) -> np.ndarray:
@@ -24,9 +22,10 @@ def called_car(classifier, bitmaps: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def classifier(fixture_weights):
-    """A head trained on car against other drawings, on the frozen fixture backbone: train's model."""
-    return train_classifier(fixture_weights, *labelled_bitmaps(200, seed=2000), IMAGE_SIZE)
+def classifier(fixture_classifier):
+    """train's model: a head trained on car against other drawings on the frozen fixture backbone; a copy, since
+    adapting trains the modules it is given."""
+    return copy.deepcopy(fixture_classifier)
 
 
 @pytest.mark.parametrize("blocks", [0, 3])
