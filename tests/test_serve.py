@@ -199,16 +199,23 @@ def test_unknown_routes_and_methods_get_one_line_errors(client, method, path, st
     assert response.status_code == status and list(response.json()) == ["error"]
 
 
-def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(model_path):
-    model, calls, release = OnnxModel(model_path), [], threading.Event()
-    predict_proba = model.predict_proba
+def held(model: OnnxModel, seconds: float) -> tuple[list[int], threading.Event]:
+    """`model` made to record the drawings of each call and to wait, up to `seconds`, for the event returned before it
+    answers: the first call holds the model while the other requests queue."""
+    calls, release, predict_proba = [], threading.Event(), model.predict_proba
 
-    def recording_predict_proba(bitmaps):
+    def held_predict_proba(bitmaps):
         calls.append(len(bitmaps))
-        release.wait(10)  # the first call holds the model until all the other requests are waiting
+        release.wait(seconds)
         return predict_proba(bitmaps)
 
-    model.predict_proba = recording_predict_proba
+    model.predict_proba = held_predict_proba
+    return calls, release
+
+
+def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(model_path):
+    model = OnnxModel(model_path)
+    calls, release = held(model, 10)  # until all the other requests are waiting
     drawings, truth = mixed_drawings(17, seed=8700)
     app = create_app(model)
     with running(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as session:
@@ -226,7 +233,7 @@ def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(mode
             results = [first.result()] + [future.result() for future in rest]
     assert calls == [1, 16]
     assert accuracy([result["label"] for result in results], truth) == 1
-    expected = predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
+    expected = OnnxModel(model_path).predict_proba(np.stack([strokes_to_bitmap(drawing) for drawing in drawings]))
     assert np.allclose([result["car_probability"] for result in results], expected, rtol=0, atol=1e-6)
 
 
@@ -332,15 +339,8 @@ def test_a_file_that_cannot_be_loaded_is_tried_once_until_it_changes_again(serve
 def test_a_batch_begun_on_the_old_model_ends_on_it_and_the_next_runs_the_new_one(served_model, inverted_model_path,
                                                                                   tmp_path):
     """A label's P(car) and model md5 come from the model that answered it, whatever the file holds by then."""
-    model, calls, release = OnnxModel(served_model), [], threading.Event()
-    predict_proba = model.predict_proba
-
-    def held_predict_proba(bitmaps):
-        calls.append(len(bitmaps))
-        release.wait(30)  # the first batch holds the old model until the new one is served
-        return predict_proba(bitmaps)
-
-    model.predict_proba = held_predict_proba
+    model = OnnxModel(served_model)
+    calls, release = held(model, 30)  # the first batch holds the old model until the new one is served
     store = CollectedStore(tmp_path / "drawings.ndjson")
     old_md5, car = md5(served_model), CARS[0]
     app = create_app(ReloadingModel(model, poll_seconds=0.05), store)
