@@ -60,7 +60,7 @@ def test_a_label_is_kept_with_the_drawing_as_sent_the_models_answer_and_an_id(se
     assert client.get("/api/drawings").json() == saved["kept"]
 
 
-def test_predict_reads_the_labelled_file_as_it_is(served, model_path, capsys):
+def test_predict_reads_the_collected_file_as_it_is(served, model_path, capsys):
     client, store = served
     drawings, truth = mixed_drawings(6, seed=9400)
     for drawing, car in zip(drawings, truth):
@@ -293,7 +293,7 @@ def test_a_full_disk_fails_the_label_with_a_507_and_the_file_stays_valid(model, 
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_labelled_file_that_cannot_be_read_stops_the_server_at_start_in_one_line(model_path, tmp_path, capsys):
+def test_a_collected_file_that_cannot_be_read_stops_the_server_at_start_in_one_line(model_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         carsketch_main(["serve", "--model", str(model_path), "--collect", str(tmp_path)])
     assert exit_info.value.code == 1
@@ -308,7 +308,7 @@ def test_a_store_counts_what_the_file_already_holds(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o644
 
 
-def test_the_labelled_file_is_read_in_order_and_hand_edited_lines_are_skipped(tmp_path, capfd):
+def test_the_collected_file_is_read_in_order_and_hand_edited_lines_are_skipped(tmp_path, capfd):
     path = tmp_path / "drawings.ndjson"
     path.write_text('{"key_id": "a", "label": "car", "drawing": []}\n{"key_id": "b", "label": "truck", '
                     '"drawing": []}\nnot json\n\n{"key_id": "c", "label": "not_car", "drawing": []}\n')

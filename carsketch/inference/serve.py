@@ -388,7 +388,7 @@ def create_app(model: OnnxModel | ReloadingModel, store: CollectedStore | None =
         return {"id": record["key_id"], "kept": kept.summary()}
 
     @app.get("/api/drawings", response_model=Kept)
-    def labelled_drawings() -> dict:
+    def collected_counts() -> dict:
         """How many labelled drawings are kept, per label, and where."""
         return kept_store().summary()
 
