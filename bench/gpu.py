@@ -31,7 +31,7 @@ from carsketch.paths import BACKBONE_FILE, DOWNLOAD_REPORT, EVALUATE_CHECKS, MET
 DOWNLOADED = (RAW_DIR, DOWNLOAD_REPORT, BACKBONE_FILE, Path("params.yaml"))
 BEST = {key: yaml.safe_load(value)
         for key, value in (setting.split("=", 1) for setting in RECIPES["trained5_stretched"])}
-PIPELINE = ("preprocess", "featurize", "train", "evaluate")
+PIPELINE = ("preprocess", "featurize", "train", "snapshot", "adapt", "evaluate")
 # device auto: CUDA for featurize and train, and ONNX Runtime's CPU provider for evaluate where it has no CUDA one
 RUNS = {"cuda": ({"device": "auto"}, PIPELINE), "cpu": ({"device": "cpu"}, PIPELINE),
         "cuda_best": ({"device": "auto", **BEST, "seed": 1}, PIPELINE),

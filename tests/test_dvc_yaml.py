@@ -18,11 +18,15 @@ def module_of(stage: str) -> str:
     """The module a stage runs: `python -m stages.<name> ...`."""
     return STAGES[stage]["cmd"].split()[2]
 
-# Imports `stages.<name>` in a fresh interpreter and prints the project files it loaded (package __init__s
-# and data files read at import time included: the category list is read by carsketch.quickdraw).
+# Imports `stages.<name>` in a fresh interpreter, and the project modules it imports inside functions (a stage may
+# import torch only where it needs it), and prints the project files it loaded (package __init__s and data files
+# read at import time included: the category list is read by carsketch.quickdraw).
 _LOADED_FILES = """
-import importlib, json, pathlib, sys
-importlib.import_module(sys.argv[1])
+import ast, importlib, json, pathlib, sys
+module = importlib.import_module(sys.argv[1])
+for node in ast.walk(ast.parse(pathlib.Path(module.__file__).read_text())):
+    if isinstance(node, ast.ImportFrom) and node.module.startswith("carsketch"):
+        importlib.import_module(node.module)
 root = pathlib.Path.cwd()
 files = set()
 for module in list(sys.modules.values()):
