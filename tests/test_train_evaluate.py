@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from carsketch.errors import PipelineError
-from carsketch.evaluation import AGREEMENT_TOLERANCE, classification_metrics, per_category, plot_data, unseen_metrics
+from carsketch.evaluation import (AGREEMENT_TOLERANCE, classification_metrics, collected_metrics, per_category, plot_data,
+                                  unseen_metrics)
 from carsketch.files import load_array
 from carsketch.model import load_trained_model
 from conftest import write_category_files, write_params
@@ -169,3 +170,13 @@ def test_expected_calibration_error_of_known_bins():
     probability = np.array([0.1, 0.1, 0.1, 0.1, 0.95, 0.95])  # two bins: 4 at 0.1 with 1 car, 2 at 0.95 with 2
     expected = (4 * abs(0.25 - 0.1) + 2 * abs(1 - 0.95)) / 6
     assert classification_metrics(y, probability, 0.5)["ece"] == pytest.approx(expected)
+
+
+def test_collected_figures_of_known_predictions():
+    """Three drawings labelled car (two called car) and two not car (one called car)."""
+    figures = collected_metrics(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.2, 0.7, 0.1, 0.6]), 0.5)
+    assert figures == {"collected_accuracy": 0.6, "collected_test_drawings": 5,
+                       "collected_car_recall": pytest.approx(2 / 3), "collected_test_car_drawings": 3,
+                       "collected_not_car_accuracy": 0.5, "collected_test_not_car_drawings": 2}
+    only_cars = collected_metrics(np.array([1, 1]), np.array([0.9, 0.2]), 0.5)
+    assert only_cars["collected_not_car_accuracy"] is None and only_cars["collected_car_recall"] == 0.5
