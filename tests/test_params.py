@@ -18,11 +18,11 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
     write_params(tmp_path, epochs=0, lr_schedule="linear", test_size=1.5, image_size="big", max_per_category=-3,
                  weights=str(tmp_path / "nope.pth"), featurize_engine="tpu", trainable_blocks=19, batch_size=True,
                  categories={"car": ["car", "firetruk"], "not_car": ["car", "apple"]}, epoch=5, augment_copies=-1,
-                 augment_stretch=0.5, collected_weight=-1)
+                 augment_stretch=0.5, collected_weight=-1, collected_test_size=1, adapt_blocks=19, adapt_lr=0)
     with pytest.raises(PipelineError) as error:
         load_params(tmp_path / "params.yaml")
     lines = str(error.value).splitlines()
-    assert lines[0] == f"{tmp_path / 'params.yaml'} has 15 bad setting(s):"
+    assert lines[0] == f"{tmp_path / 'params.yaml'} has 18 bad setting(s):"
     expected = [
         "epoch: unknown key",
         "categories.car: 'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'?",
@@ -39,6 +39,9 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
         "batch_size: must be an integer of at least 1, not True",
         "lr_schedule: must be one of constant, cosine, not 'linear'",
         "collected_weight: must be a number of at least 0, not -1",
+        "collected_test_size: must be a number from 0 and below 1, not 1",
+        "adapt_blocks: must be an integer from 0 to 18, not 19",
+        "adapt_lr: must be a number above 0, not 0",
     ]
     assert len(lines) == 1 + len(expected)
     for line, start in zip(lines[1:], expected):
