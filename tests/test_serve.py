@@ -241,7 +241,7 @@ def md5(path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def wait_for(condition, timeout: float = 15):
+def wait_for(condition, timeout: float = 60):
     """Poll `condition` until it holds; fail where it still does not after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
