@@ -30,10 +30,11 @@ import yaml
 
 from bench.project import REPO_ROOT
 from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.export import export_classifier, save_onnx
+from carsketch.export import save_onnx
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.model import build_classifier, model_config
 from carsketch.paths import ONNX_MODEL_FILE
+from tests.models import export_classifier
 from tests.servers import printed_token, serve_process
 
 

@@ -67,15 +67,6 @@ def export_model(frozen: onnx.ModelProto, trained: TrainedPart, feature_shape: t
     return model
 
 
-def export_classifier(classifier: CarSketchClassifier, config: dict) -> onnx.ModelProto:
-    """A whole classifier, split where it is, as one model: its frozen part's export joined to its trained part."""
-    frozen = export_frozen(classifier, config["image_size"])
-    with torch.inference_mode():
-        example = torch.zeros(1, 3, config["image_size"], config["image_size"])
-        feature_shape = tuple(classifier.frozen_features(example).shape[1:])
-    return export_model(frozen, classifier.trained, feature_shape, config)
-
-
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     with atomic_path(path) as temporary:
         temporary.write_bytes(model.SerializeToString())

@@ -57,5 +57,6 @@ def main() -> None:
     copy_file(TRAINED_ONNX_MODEL_FILE, ONNX_MODEL_FILE)
     print("adapt: no collected drawings to learn from; train's model goes on untouched")
 
+
 if __name__ == "__main__":
     run_main(main)

@@ -14,10 +14,10 @@ from PIL import Image, ImageDraw
 from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.mirror import MirrorHandler, serve
 from carsketch.model import CarSketchClassifier, model_config
-from carsketch.export import export_classifier, save_onnx
+from carsketch.export import save_onnx
 from carsketch.paths import BACKBONE_FILE
 from carsketch.quickdraw import BITMAP_PIXELS
-from models import pretrain_backbone, train_classifier
+from models import export_classifier, pretrain_backbone, train_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

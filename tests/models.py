@@ -4,10 +4,12 @@ classifier trained on its features as the pipeline trains one; and the classifie
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
+from carsketch.export import export_frozen, export_model
 from carsketch.features import feature_function
 from carsketch.model import CarSketchClassifier, batched, build_classifier
 from carsketch.sketch import to_model_input
@@ -47,3 +49,13 @@ def train_classifier(weights: Path, bitmaps: np.ndarray, labels: np.ndarray, ima
     features = batched(feature_function(classifier, image_size, "torch"), bitmaps).numpy()
     fit(classifier.trained, features, labels, epochs=epochs, batch_size=32, lr=1e-3, seed=0)
     return classifier.eval()
+
+
+def export_classifier(classifier: CarSketchClassifier, config: dict) -> onnx.ModelProto:
+    """A whole classifier, split where it is, as the ONNX model train writes: featurize's frozen export joined to the
+    trained part."""
+    frozen = export_frozen(classifier, config["image_size"])
+    with torch.inference_mode():
+        example = torch.zeros(1, 3, config["image_size"], config["image_size"])
+        feature_shape = tuple(classifier.frozen_features(example).shape[1:])
+    return export_model(frozen, classifier.trained, feature_shape, config)

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from carsketch.errors import PipelineError
-from carsketch.export import export_classifier, export_frozen, export_model, save_onnx
+from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.features import feature_function
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.model import (TrainedModel, batched, build_classifier, build_trained_part, full_state_dict,
                              load_trained_model, model_config, save_model)
 from conftest import make_bitmaps
+from models import export_classifier
 
 IMAGE_SIZE = 40
 CATEGORIES = {"car": ["car"], "not_car": ["apple"]}
