@@ -24,7 +24,8 @@ from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.features import feature_function, featurize_to_file
 from carsketch.files import NpyRows
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.model import build_classifier, build_trained_part, model_config
+from carsketch.checkpoint import model_config
+from carsketch.model import build_classifier, build_trained_part
 from carsketch.params import FEATURE_DTYPES, load_params
 from carsketch.quickdraw import category_file
 from carsketch.training import fit

@@ -105,15 +105,18 @@ def restore_committed_run(project: Path) -> None:
 def featurize_throughput(project: Path, image_size: int, trainable_blocks: int, repeats: int) -> dict:
     """Drawings per second of each featurize engine on the project's test drawings, engine set-up not counted."""
     from carsketch.features import feature_function  # torch: imported only now, see measure()
-    from carsketch.model import batched, build_classifier
+    import torch
+
+    from carsketch.batches import map_batches
+    from carsketch.model import build_classifier
 
     classifier = build_classifier(project / BACKBONE_FILE, trainable_blocks)
     bitmaps = np.load(project / PROCESSED_DIR / "test" / "x.npy")[:FEATURIZE_DRAWINGS]
     rates = {}
     for engine in FEATURIZE_ENGINES:
         function = feature_function(classifier, image_size, engine)
-        batched(function, bitmaps[:64])  # warm-up
-        seconds = timeit.repeat(lambda: batched(function, bitmaps), number=1, repeat=repeats)
+        function(bitmaps[:64])  # warm-up
+        seconds = timeit.repeat(lambda: torch.cat(map_batches(function, bitmaps)), number=1, repeat=repeats)
         rates[engine] = len(bitmaps) / statistics.median(seconds)
     return {"image_size": image_size, "drawings": len(bitmaps), "drawings_per_s": rates}
 

@@ -32,7 +32,8 @@ from bench.project import REPO_ROOT
 from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.export import save_onnx
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.model import build_classifier, model_config
+from carsketch.checkpoint import model_config
+from carsketch.model import build_classifier
 from carsketch.paths import ONNX_MODEL_FILE
 from tests.models import export_classifier
 from tests.servers import printed_token, serve_process

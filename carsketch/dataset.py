@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from carsketch.errors import PipelineError
+from carsketch.errors import PipelineError, missing_output
 from carsketch.files import NpyRows
 from carsketch.labels import LABEL_NAMES
+from carsketch.params import Categories
 from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
 
@@ -29,6 +30,35 @@ def allocate_evenly(available: dict[str, int], total: int) -> dict[str, int]:
         allocation[category] = min(available[category], remaining // (len(by_size) - position))
         remaining -= allocation[category]
     return {category: allocation[category] for category in available}
+
+
+def download_plan(categories: Categories, unseen: Categories, max_rows: int | None, unseen_rows: int | None,
+                  file_rows: dict[str, int | None] | None = None) -> tuple[dict[str, int | None], list[str]]:
+    """Rows to fetch of each category (None: the whole file), and the not-car names skipped for want of a file.
+
+    Listed categories get `max_rows`, unseen ones `unseen_rows` (None: `max_rows`). With `not_car: all` there
+    are hundreds of not-car categories and balancing uses only as many not-car drawings as there are car ones:
+    given `file_rows`, each file's rows as its header says (None: no such file), only the car rows are fetched,
+    shared evenly over the not-car files that exist, as balanced_allocation will share them.
+    """
+    plan: dict[str, int | None] = dict.fromkeys(categories.car, max_rows)
+    skipped: list[str] = []
+    if not categories.not_car_all:
+        plan.update(dict.fromkeys(categories.not_car, max_rows))
+    else:
+        rows = {name: count if count is None or max_rows is None else min(count, max_rows)
+                for name, count in (file_rows or {}).items()}
+        missing_car = [name for name in categories.car if rows.get(name) is None]
+        if missing_car:
+            raise PipelineError(f"no file for car categories {', '.join(missing_car)}; check the names and base_url")
+        available = {name: rows[name] for name in categories.not_car if rows.get(name) is not None}
+        skipped = [name for name in categories.not_car if name not in available]
+        if not available:
+            raise PipelineError("none of the not-car categories has a file; check base_url")
+        car_rows = sum(rows[name] for name in categories.car)
+        plan.update({name: count for name, count in allocate_evenly(available, car_rows).items() if count})
+    plan.update(dict.fromkeys(unseen.labels(), unseen_rows or max_rows))
+    return plan, skipped
 
 
 def balanced_allocation(available: dict[str, int], labels: dict[str, int]) -> dict[str, int]:
@@ -80,7 +110,7 @@ def _raw_files(raw_dir: Path, labels: dict[str, int]) -> tuple[list[str], dict[s
     for category in labels:
         path = Path(raw_dir) / category_file(category)
         if not path.exists():
-            raise PipelineError(f"{path} is missing: run the download stage first (dvc repro preprocess)")
+            raise missing_output(path, "dvc repro download")
         sources[code[category]] = NpyRows(path)
     return names, code, sources
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from carsketch.errors import PipelineError
-from carsketch.model import resolve_device
+from carsketch.torch_device import resolve_device
 
 # Extra torchrun arguments for the re-launch, in place of --standalone: a cluster's --nnodes, --rdzv-endpoint...
 LAUNCH_ARGS_VARIABLE = "CARSKETCH_TORCHRUN_ARGS"

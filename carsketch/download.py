@@ -9,7 +9,6 @@ fetched with other settings.
 import concurrent.futures
 import functools
 import os
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -19,11 +18,9 @@ import numpy as np
 import requests
 import urllib3
 
-from carsketch.dataset import allocate_evenly
 from carsketch.errors import PipelineError
-from carsketch.files import NPY_HEADER_READERS, atomic_path
+from carsketch.files import atomic_path, read_npy_header
 from carsketch.http_retry import BACKOFF_S, CHUNK_BYTES, RETRIES, TransientError, get, retrying, session
-from carsketch.params import Categories
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS, category_file
 
@@ -42,10 +39,7 @@ class NpyHeader(NamedTuple):
 def parse_npy_header(stream: BinaryIO, source: str) -> NpyHeader:
     """Read and check a Quick, Draw! .npy header from `stream` (which counts bytes): uint8, C order, (N, 784)."""
     try:
-        version = np.lib.format.read_magic(stream)
-        if version not in NPY_HEADER_READERS:
-            raise ValueError(f"unsupported .npy format version {version}")
-        shape, fortran_order, dtype = NPY_HEADER_READERS[version](stream)
+        shape, fortran_order, dtype = read_npy_header(stream)
     except ValueError as error:
         if "EOF" in str(error):
             raise TransientError(f"{source}: body ended inside the .npy header") from error
@@ -229,40 +223,7 @@ def probe_rows(base_url: str, category: str, retries: int = RETRIES, backoff_s: 
     return retrying(read_header, location, retries, backoff_s)
 
 
-def _capped(rows: int, cap: int | None) -> int:
-    return rows if cap is None else min(rows, cap)
-
-
-def download_plan(base_url: str, categories: Categories, unseen: Categories, max_rows: int | None,
-                  unseen_rows: int | None) -> tuple[dict[str, int | None], list[str]]:
-    """Rows to fetch of each category (None: the whole file), and the names skipped because base_url lacks them.
-
-    Listed categories get `max_rows`, unseen ones `unseen_rows` (None: `max_rows`). With `not_car: all` there
-    are hundreds of not-car categories and balancing uses only as many not-car drawings as there are car ones:
-    each file's header is read first, and then only the car rows, shared evenly over the not-car files that
-    exist (as preprocess will share them), are fetched; a name base_url lacks (a mirror of a few files) is
-    skipped with a warning.
-    """
-    plan: dict[str, int | None] = dict.fromkeys(categories.car, max_rows)
-    skipped: list[str] = []
-    if not categories.not_car_all:
-        plan.update(dict.fromkeys(categories.not_car, max_rows))
-    else:
-        names = [*categories.car, *categories.not_car]
-        with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
-            rows = dict(zip(names, pool.map(functools.partial(probe_rows, base_url), names)))
-        missing_car = [name for name in categories.car if rows[name] is None]
-        if missing_car:
-            raise PipelineError(f"no file at {base_url} for car categories {', '.join(missing_car)}; "
-                                f"check the names and base_url")
-        available = {name: _capped(rows[name], max_rows) for name in categories.not_car if rows[name] is not None}
-        skipped = [name for name in categories.not_car if rows[name] is None]
-        if not available:
-            raise PipelineError(f"none of the not-car categories is at {base_url}")
-        car_rows = sum(_capped(rows[name], max_rows) for name in categories.car)
-        plan.update({name: count for name, count in allocate_evenly(available, car_rows).items() if count})
-        if skipped:
-            print(f"warning: {len(skipped)} of {len(categories.not_car)} not-car categories are not at {base_url}, "
-                  f"skipped (listed in the download report): {', '.join(skipped)}", file=sys.stderr)
-    plan.update(dict.fromkeys(unseen.labels(), unseen_rows or max_rows))
-    return plan, skipped
+def probe_all(base_url: str, categories: list[str]) -> dict[str, int | None]:
+    """Rows in each category's file at `base_url`, from the headers alone, several requests at a time (None: no file)."""
+    with concurrent.futures.ThreadPoolExecutor(PROBE_THREADS) as pool:
+        return dict(zip(categories, pool.map(functools.partial(probe_rows, base_url), categories)))

@@ -35,3 +35,14 @@ def run_main(main: Callable[[], Result]) -> Result:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was kept half-written", file=sys.stderr)
         sys.exit(INTERRUPTED_STATUS)
+
+
+def missing_output(path: object, command: str = "dvc repro") -> PipelineError:
+    """The error for a file that a stage makes and that is not there: the command that makes it."""
+    return PipelineError(f"{path} is missing: run `{command}` first, which makes it")
+
+
+def not_a_model(path: object, error: Exception) -> PipelineError:
+    """The error for a model file that does not load, with the loader's first line."""
+    return PipelineError(f"{path} is not a car-sketch model saved by the train stage "
+                         f"({type(error).__name__}: {str(error).splitlines()[0]})")

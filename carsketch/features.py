@@ -15,11 +15,13 @@ import torch
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyWriter, atomic_path
-from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, INFERENCE_BATCH, providers, session
-from carsketch.model import CarSketchClassifier, float32_convolutions
+from carsketch.batches import INFERENCE_BATCH
+from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, providers, session
+from carsketch.model import CarSketchClassifier
 from carsketch.progress import progress
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
+from carsketch.torch_device import float32_convolutions
 
 FeatureFunction = Callable[[np.ndarray], torch.Tensor]
 # Drawings a featurize batch holds on CUDA: on an H200 at 128 px (TF32), 12,000 drawings/s at 64, 43,000 at 256 and

@@ -7,11 +7,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from carsketch.errors import PipelineError
+from carsketch.errors import PipelineError, missing_output
 
 # Rows written at a time by save_rows: 16k bitmaps are 12.8 MB.
 CHUNK_ROWS = 1 << 14
@@ -19,14 +19,18 @@ CHUNK_ROWS = 1 << 14
 # instead of a read per run of rows (train's 10 MB of features on the benchmark data: 0.38 s of reads).
 IN_MEMORY_BYTES = 256 << 20
 # The .npy header formats numpy writes, by version.
-NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def missing_output(path: Path | str) -> PipelineError:
-    """The error for an earlier stage's output that is not there."""
-    return PipelineError(f"{path} is missing: run the stages before this one first (dvc repro)")
+def read_npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """An .npy file's shape, Fortran order and dtype, read from `stream`, left at the first row; a ValueError for
+    what is not a version 1 or 2 .npy header (ending in "EOF" where the stream ends inside it)."""
+    version = np.lib.format.read_magic(stream)
+    if version not in _NPY_HEADER_READERS:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return _NPY_HEADER_READERS[version](stream)
 
 
 @contextlib.contextmanager
@@ -92,8 +96,7 @@ class NpyRows:
             self.file = open(path, "rb")
         except FileNotFoundError:
             raise missing_output(path) from None
-        version = np.lib.format.read_magic(self.file)
-        self.shape, fortran_order, self.dtype = NPY_HEADER_READERS[version](self.file)
+        self.shape, fortran_order, self.dtype = read_npy_header(self.file)
         if fortran_order:
             raise PipelineError(f"{path}: Fortran-ordered arrays are not read here")
         self.offset = self.file.tell()

@@ -1,17 +1,21 @@
-"""params.yaml as one validated object, checked whole before any stage starts work.
+"""params.yaml as one validated object (pydantic), checked whole before any stage starts work.
 
-Every bad key or value is named on a line of its own, so that one run shows everything to fix.
+Every bad key or value is named on a line of its own, in the words of what the key wants, so that one run shows
+everything to fix; a misspelt key or category name gets the closest real one.
 """
 
+import difflib
+import types
 import urllib.parse
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
-from carsketch.errors import PipelineError
 from carsketch.devices import DEVICES
+from carsketch.errors import PipelineError
 from carsketch.labels import CAR, NOT_CAR, SIDES
 from carsketch.quickdraw import CATEGORIES, unknown_category_message
 
@@ -23,12 +27,14 @@ LR_SCHEDULES = ("constant", "cosine")
 ALL = "all"
 # MobileNetV2's convolutional blocks (torchvision's mobilenet_v2().features); at least the first stays frozen.
 BACKBONE_BLOCKS = 19
+WEIGHTS_HELP = ("give an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file "
+                "(offline, e.g. ../shared/weights/mobilenet_v2_imagenet.pth)")
 
 
-@dataclass(frozen=True)
-class Categories:
+class Categories(BaseModel):
     """Quick, Draw! category names on each side of the classifier."""
 
+    model_config = ConfigDict(frozen=True)
     car: tuple[str, ...]
     not_car: tuple[str, ...]
     # not_car was `all`: download fetches only the rows balancing uses, and skips names base_url lacks
@@ -42,119 +48,61 @@ class Categories:
         return {"car": list(self.car), "not_car": list(self.not_car)}
 
 
-@dataclass(frozen=True)
-class Params:
+def _weights_source(value: str) -> str:
+    if urllib.parse.urlsplit(value).scheme in ("http", "https") or Path(value).is_file():
+        return value
+    raise ValueError(f"no such file; {WEIGHTS_HELP}")
+
+
+Blocks = Annotated[int, Field(ge=0, le=BACKBONE_BLOCKS - 1)]
+
+
+class Params(BaseModel):
     """Everything params.yaml sets; see the comments there for what each key means."""
 
-    base_url: str
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    base_url: str = Field(min_length=1)
     categories: Categories
-    max_per_category: int | None
-    test_size: float
-    split_seed: int
-    augment_copies: int
-    augment_stretch: float
-    weights: str
-    image_size: int
-    trainable_blocks: int
-    featurize_engine: str
-    feature_dtype: str
-    seed: int
-    epochs: int
-    batch_size: int
-    lr: float
-    lr_schedule: str
-    collected_weight: float
-    collected_test_size: float
-    adapt_blocks: int
-    adapt_epochs: int
-    adapt_lr: float
-    adapt_replay: int
-    val_size: float
-    device: str
-    workers: int
     unseen: Categories
-    unseen_drawings: int | None
+    unseen_drawings: int | None = Field(ge=1)
+    max_per_category: int | None = Field(ge=1)
+    test_size: float = Field(gt=0, lt=1)
+    val_size: float = Field(ge=0, lt=1)
+    split_seed: int = Field(ge=0)
+    augment_copies: int = Field(ge=0)
+    augment_stretch: float = Field(ge=1)
+    weights: Annotated[str, Field(min_length=1), AfterValidator(_weights_source)]
+    image_size: int = Field(ge=32, le=512)
+    trainable_blocks: Blocks
+    featurize_engine: Literal[FEATURIZE_ENGINES]
+    feature_dtype: Literal[FEATURE_DTYPES]
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    lr_schedule: Literal[LR_SCHEDULES]
+    collected_weight: float = Field(ge=0)
+    collected_test_size: float = Field(ge=0, lt=1)
+    adapt_blocks: Blocks
+    adapt_epochs: int = Field(ge=1)
+    adapt_lr: float = Field(gt=0)
+    adapt_replay: int = Field(ge=0)
+    device: Literal[DEVICES]
+    workers: int = Field(ge=1)
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _integer(low: int, high: int | None = None, none_ok: bool = False) -> Callable[[Any], str | None]:
-    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-    wanted = f"an integer {span}" + (" or null" if none_ok else "")
-
-    def check(value):
-        if value is None and none_ok:
-            return None
-        if not _is_int(value) or value < low or (high is not None and value > high):
-            return f"must be {wanted}"
-        return None
-    return check
-
-
-def _fraction(zero_ok: bool) -> Callable[[Any], str | None]:
-    def check(value):
-        if not _is_number(value) or not (0 <= value < 1 if zero_ok else 0 < value < 1):
-            return f"must be a number {'from 0' if zero_ok else 'above 0'} and below 1"
-        return None
-    return check
-
-
-def _number(low: float, low_ok: bool) -> Callable[[Any], str | None]:
-    wanted = f"must be a number {'of at least' if low_ok else 'above'} {low}"
-    return lambda value: None if _is_number(value) and (value >= low if low_ok else value > low) else wanted
-
-
-def _choice(*choices: str) -> Callable[[Any], str | None]:
-    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "must be a non-empty string"
-
-
-def _weights(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return "must be an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file"
-    if urllib.parse.urlsplit(value).scheme in ("http", "https") or Path(value).is_file():
-        return None
-    return ("no such file; give an http(s):// URL or the path of a torchvision mobilenet_v2 state-dict file "
-            "(offline, e.g. ../shared/weights/mobilenet_v2_imagenet.pth)")
-
-
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "base_url": _text,
-    "max_per_category": _integer(1, none_ok=True),
-    "test_size": _fraction(zero_ok=False),
-    "split_seed": _integer(0),
-    "augment_copies": _integer(0),
-    "augment_stretch": _number(1, low_ok=True),
-    "weights": _weights,
-    "image_size": _integer(32, 512),
-    "trainable_blocks": _integer(0, BACKBONE_BLOCKS - 1),
-    "featurize_engine": _choice(*FEATURIZE_ENGINES),
-    "feature_dtype": _choice(*FEATURE_DTYPES),
-    "seed": _integer(0),
-    "epochs": _integer(1),
-    "batch_size": _integer(1),
-    "lr": _number(0, low_ok=False),
-    "lr_schedule": _choice(*LR_SCHEDULES),
-    "collected_weight": _number(0, low_ok=True),
-    "collected_test_size": _fraction(zero_ok=True),
-    "adapt_blocks": _integer(0, BACKBONE_BLOCKS - 1),
-    "adapt_epochs": _integer(1),
-    "adapt_lr": _number(0, low_ok=False),
-    "adapt_replay": _integer(0),
-    "val_size": _fraction(zero_ok=True),
-    "device": _choice(*DEVICES),
-    "workers": _integer(1),
-    "unseen_drawings": _integer(1, none_ok=True),
-}
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_and_all(cls, raw: Any) -> Any:
+        """The category lists as Categories take them; `not_car: all` as every category listed nowhere else."""
+        if not isinstance(raw, dict) or _category_problems(raw):
+            return raw  # validate() names the problems
+        unseen, categories = raw["unseen"], raw["categories"]
+        listed = {*categories["car"], *unseen["car"], *unseen["not_car"]}
+        not_car = categories["not_car"]
+        return {**raw, "unseen": {side: tuple(unseen[side]) for side in SIDES},
+                "categories": {"car": tuple(categories["car"]), "not_car_all": not_car == ALL,
+                               "not_car": tuple(name for name in CATEGORIES if name not in listed)
+                               if not_car == ALL else tuple(not_car)}}
 
 
 def _category_problems(raw: dict[str, Any]) -> list[str]:
@@ -189,27 +137,60 @@ def _category_problems(raw: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _wanted(field: FieldInfo) -> str:
+    """What a field takes, in words, from its type and bounds: 'an integer from 0 to 18', 'one of cpu, cuda'."""
+    annotation, nullable = field.annotation, False
+    if get_origin(annotation) in (Union, types.UnionType):
+        nullable, annotation = True, next(arg for arg in get_args(annotation) if arg is not type(None))
+    if get_origin(annotation) is Literal:
+        return f"one of {', '.join(get_args(annotation))}"
+    if annotation is str:
+        return "a non-empty string"
+    bounds = {name: getattr(rule, name) for rule in field.metadata for name in ("ge", "gt", "le", "lt")
+              if hasattr(rule, name)}
+    low = f"from {bounds['ge']}" if "ge" in bounds else f"above {bounds['gt']}" if "gt" in bounds else ""
+    if "le" in bounds:
+        span = f"{low} to {bounds['le']}"
+    elif "lt" in bounds:
+        span = f"{low} and below {bounds['lt']}"
+    else:
+        span = low.replace("from", "of at least")
+    return f"{'an integer' if annotation is int else 'a number'} {span}" + (" or null" if nullable else "")
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, Params.model_fields, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f" (the keys are {', '.join(Params.model_fields)})"
+
+
+def _problems(raw: dict[str, Any], error: ValidationError) -> list[str]:
+    """One line a bad key or value: unknown keys, missing ones, the category lists, then the values in file order."""
+    unknown, missing, bad_values = [], [], {}
+    for problem in error.errors():
+        key = str(problem["loc"][0])
+        if problem["type"] == "extra_forbidden":
+            unknown.append(f"{key}: unknown key{_did_you_mean(key)}")
+        elif problem["type"] == "missing":
+            missing.append(f"{key}: missing")
+        elif key not in ("categories", "unseen", *bad_values):  # the category lists: _category_problems
+            reason = (str(problem["ctx"]["error"]) if problem["type"] == "value_error"
+                      else f"must be {_wanted(Params.model_fields[key])}, not {raw[key]!r}")
+            bad_values[key] = f"{key}: {reason}"
+    in_order = [bad_values[key] for key in Params.model_fields if key in bad_values]
+    return unknown + missing + _category_problems(raw) + in_order
+
+
 def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
     """The Params in `raw`, or a PipelineError naming every bad key and value, one a line."""
-    names = [field.name for field in fields(Params)]
-    problems = [f"{key}: unknown key (the keys are {', '.join(names)})" for key in raw if key not in names]
-    problems += [f"{key}: missing" for key in names if key not in raw]
-    problems += _category_problems(raw)
-    for key, check in _CHECKS.items():
-        if key in raw:
-            problem = check(raw[key])
-            if problem:
-                problems.append(f"{key}: {problem}, not {raw[key]!r}")
-    if problems:
-        raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))
-    unseen = Categories(car=tuple(raw["unseen"]["car"]), not_car=tuple(raw["unseen"]["not_car"]))
-    car, not_car = tuple(raw["categories"]["car"]), raw["categories"]["not_car"]
-    if not_car == ALL:
-        taken = {*car, *unseen.car, *unseen.not_car}
-        categories = Categories(car, tuple(name for name in CATEGORIES if name not in taken), not_car_all=True)
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as error:
+        problems = _problems(raw, error)
     else:
-        categories = Categories(car, tuple(not_car))
-    return Params(**{**raw, "categories": categories, "unseen": unseen})
+        problems = _category_problems(raw)  # names that are no category pass the type check
+    if not problems:
+        return params
+    raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -23,11 +23,28 @@ from torch.nn.parallel import DistributedDataParallel
 
 from carsketch.distributed import is_main, rank_and_size, sum_over_processes
 from carsketch.files import NpyRows
-from carsketch.model import TrainedPart, cached_logits, features_tensor, parameters_device
+from carsketch.batches import map_batches
+from carsketch.model import TrainedPart
 from carsketch.progress import progress
+from carsketch.torch_device import parameters_device
 
 EpochLog = dict[str, float | int]
 Rows = np.ndarray | NpyRows
+
+
+def features_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch of cached frozen features, float16 or float32, as float32 on `device`: torch widens float16 about
+    14 times faster than numpy (0.03 against 0.4 ms for 64 rows of 1280)."""
+    return torch.from_numpy(np.require(rows, requirements="W")).to(device, torch.float32)
+
+
+@torch.inference_mode()
+def cached_logits(trained: TrainedPart, features: Rows) -> torch.Tensor:
+    """Logits (on the CPU) from cached frozen features (an array or NpyRows, float16 or float32), on the trained
+    part's device."""
+    device = parameters_device(trained)
+    return torch.cat(map_batches(lambda rows: trained(features_tensor(rows, device)).cpu(), features)
+                     or [torch.empty(0)])
 
 
 def loss_and_accuracy(trained: TrainedPart, features: Rows, labels: np.ndarray) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from carsketch.errors import PipelineError
 from carsketch.files import atomic_path
 from carsketch.http_retry import download
-from carsketch.model import load_backbone
+from carsketch.backbone import load_backbone
 
 LOCAL_WEIGHTS_EXAMPLE = "../shared/weights/mobilenet_v2_imagenet.pth"
 

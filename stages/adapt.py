@@ -23,26 +23,28 @@ def fine_tune(params: Params, collected: CollectedSplit) -> None:
     # here, not above: without labels adapt never imports torch, 2-3 s of every experiment
     # (tests/test_dvc_yaml.py counts these imports among the stage's code)
     from carsketch.adaptation import adapt, replay_sample, split_at
+    from carsketch.checkpoint import load_checkpoint, save_model
     from carsketch.export import save_onnx
-    from carsketch.model import load_trained_model, save_model
+    from carsketch.torch_device import resolve_device
     from carsketch.training import format_epoch
 
     started = time.perf_counter()
-    trained = load_trained_model(TRAINED_MODEL_FILE, params.device)
+    classifier, trained_config = load_checkpoint(TRAINED_MODEL_FILE)
     replay, replay_y = replay_sample(NpyRows(PROCESSED_DIR / "train" / "x.npy"),
                                      load_array(PROCESSED_DIR / "train" / "y.npy"), params.adapt_replay, params.seed)
     print(f"adapt: {len(collected.y)} collected drawings, each counting {params.collected_weight:g}, and {len(replay_y)} "
           f"replayed; the last {params.adapt_blocks} blocks and the head, {params.adapt_epochs} epochs", flush=True)
-    config = {**trained.config, "adapted": {"blocks": params.adapt_blocks, "collected_drawings": len(collected.y),
+    config = {**trained_config, "adapted": {"blocks": params.adapt_blocks, "collected_drawings": len(collected.y),
                                             "replayed_drawings": len(replay_y)}}
     bitmaps, labels = np.concatenate([collected.bitmaps, replay]), np.concatenate([collected.y, replay_y])
     weights = np.concatenate([np.full(len(collected.y), params.collected_weight, np.float32),
                               np.ones(len(replay_y), np.float32)])
-    adapted, adapted_onnx = adapt(trained.classifier, params.adapt_blocks, bitmaps, labels, weights, config,
-                                  params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed, trained.device,
+    adapted, adapted_onnx = adapt(classifier, params.adapt_blocks, bitmaps, labels, weights, config,
+                                  params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed,
+                                  resolve_device(params.device),
                                   on_epoch=lambda row: print(format_epoch(row), flush=True))
-    # the .pth split as train's, which load_trained_model reads from config["trainable_blocks"]
-    save_model(MODEL_FILE, split_at(adapted, trained.config["trainable_blocks"]).state_dict(), config)
+    # the .pth split as train's, which load_checkpoint reads from config["trainable_blocks"]
+    save_model(MODEL_FILE, split_at(adapted, trained_config["trainable_blocks"]).state_dict(), config)
     save_onnx(adapted_onnx, ONNX_MODEL_FILE)
     print(f"adapt: done in {time.perf_counter() - started:.1f} s")
 

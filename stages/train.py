@@ -13,7 +13,8 @@ from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import export_model, load_onnx, save_onnx
 from carsketch.files import NpyRows, load_array
-from carsketch.model import build_trained_part, full_state_dict, model_config, save_model
+from carsketch.checkpoint import full_state_dict, model_config, save_model
+from carsketch.model import build_trained_part
 from carsketch.params import Params, load_params
 from carsketch.paths import (BACKBONE_FILE, FEATURES_DIR, FROZEN_MODEL_FILE, PROCESSED_DIR, TRAIN_LOG,
                              TRAINED_MODEL_FILE, TRAINED_ONNX_MODEL_FILE)

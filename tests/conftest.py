@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.mirror import MirrorHandler, serve
-from carsketch.model import CarSketchClassifier, model_config
+from carsketch.checkpoint import model_config
+from carsketch.model import CarSketchClassifier
 from carsketch.export import save_onnx
 from carsketch.paths import BACKBONE_FILE
 from carsketch.quickdraw import BITMAP_PIXELS

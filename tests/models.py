@@ -11,7 +11,8 @@ from torchvision.models import mobilenet_v2
 
 from carsketch.export import export_frozen, export_model
 from carsketch.features import feature_function
-from carsketch.model import CarSketchClassifier, batched, build_classifier
+from carsketch.batches import map_batches
+from carsketch.model import CarSketchClassifier, build_classifier
 from carsketch.sketch import to_model_input
 from carsketch.training import fit
 
@@ -46,7 +47,7 @@ def train_classifier(weights: Path, bitmaps: np.ndarray, labels: np.ndarray, ima
                      epochs: int = 3) -> CarSketchClassifier:
     """A classifier on the frozen `weights` whose head the library's fit trained on the drawings' features."""
     classifier = build_classifier(weights)
-    features = batched(feature_function(classifier, image_size, "torch"), bitmaps).numpy()
+    features = torch.cat(map_batches(feature_function(classifier, image_size, "torch"), bitmaps)).numpy()
     fit(classifier.trained, features, labels, epochs=epochs, batch_size=32, lr=1e-3, seed=0)
     return classifier.eval()
 

@@ -2,18 +2,20 @@
 GPU machine loads and predicts on a CPU-only one. The tests marked needs_gpu run only where torch sees one (never in
 CI): the frozen part on CUDA gives the CPU's float32 features, which evaluate's cross-check relies on."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from carsketch.checkpoint import save_model
 from carsketch.errors import PipelineError
 from carsketch.features import feature_function, featurize_to_file
-from carsketch.model import (CarSketchClassifier, TrainedModel, build_classifier, load_trained_model, model_config,
-                             resolve_device, save_model)
+from carsketch.model import build_classifier
 from carsketch.params import load_params
-from carsketch.sketch import to_model_input
-from conftest import write_params
+from carsketch.torch_device import resolve_device
+from carsketch.trained_model import TrainedModel, load_trained_model
+from conftest import FIXTURE_CONFIG, labelled_bitmaps, write_params
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,17 +29,19 @@ def test_auto_is_the_cpu_and_cuda_is_refused_without_a_gpu():
 
 
 @no_gpu
-def test_a_model_saved_with_cuda_tensors_loads_and_predicts_on_the_cpu(tmp_path, monkeypatch):
-    model = TrainedModel(build_classifier(None), model_config(32, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
+def test_a_model_saved_with_cuda_tensors_loads_and_predicts_on_the_cpu(tmp_path, monkeypatch, fixture_classifier):
+    model = TrainedModel(copy.deepcopy(fixture_classifier), FIXTURE_CONFIG)
     with monkeypatch.context() as patch:  # what torch.save writes for tensors on a GPU
         patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
     with pytest.raises(RuntimeError, match="CUDA"):
         torch.load(tmp_path / "model.pth", weights_only=True)
     loaded = load_trained_model(tmp_path / "model.pth", "auto")
-    bitmaps = np.random.default_rng(0).integers(0, 256, (3, 784), dtype=np.uint8)
+    bitmaps, labels = labelled_bitmaps(10, seed=9)
     assert loaded.device == torch.device("cpu")
-    np.testing.assert_allclose(loaded.predict_proba(bitmaps), model.predict_proba(bitmaps), atol=1e-6)
+    probabilities = loaded.predict_proba(bitmaps)
+    np.testing.assert_allclose(probabilities, model.predict_proba(bitmaps), atol=1e-6)
+    assert ((probabilities > 0.5) == labels).mean() >= 0.9
 
 
 def test_device_and_workers_are_validated(tmp_path):
@@ -68,36 +72,19 @@ def relative_difference(actual: torch.Tensor | np.ndarray, expected: torch.Tenso
     return float((actual - expected).abs().max() / expected.abs().max())
 
 
-def with_drawing_statistics(classifier: CarSketchClassifier, bitmaps: np.ndarray, image_size: int) -> CarSketchClassifier:
-    """Random weights shrink the features to about 1e-9; BatchNorm statistics of the drawings themselves keep them
-    near 1 (and P(car) varied), as ImageNet's do, so that a convolution computed less exactly shows."""
-    norms = [module for module in classifier.modules() if isinstance(module, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # the plain mean over what it sees
-        norm.train()
-    with torch.no_grad():
-        classifier.frozen_features(to_model_input(bitmaps, image_size))
-    for norm in norms:
-        norm.eval()
-    return classifier
-
-
 @needs_gpu
-def test_the_frozen_part_on_cuda_gives_the_float32_features_of_the_cpu():
-    torch.manual_seed(0)
-    bitmaps = np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)
-    classifier = with_drawing_statistics(build_classifier(None), bitmaps, 128)
+def test_the_frozen_part_on_cuda_gives_the_float32_features_of_the_cpu(fixture_weights):
+    bitmaps = labelled_bitmaps(150, seed=10)[0]
+    classifier = build_classifier(fixture_weights)
     on_cpu = feature_function(classifier, 128, "torch")(bitmaps)
     on_cuda = feature_function(classifier, 128, "torch", torch.device("cuda"))(bitmaps)
     assert relative_difference(on_cuda, on_cpu) < 1e-4  # bench.gpu: TF32 convolutions are further off
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_gpu)])
-def test_featurize_runs_whole_batches_only_and_keeps_every_row(tmp_path, device):
-    torch.manual_seed(0)
-    function = feature_function(build_classifier(None), 64, "torch", torch.device(device))
-    bitmaps = np.random.default_rng(1).integers(0, 256, (300, 784), dtype=np.uint8)
+def test_featurize_runs_whole_batches_only_and_keeps_every_row(tmp_path, device, fixture_weights):
+    function = feature_function(build_classifier(fixture_weights), 64, "torch", torch.device(device))
+    bitmaps = labelled_bitmaps(150, seed=11)[0]
     batch_rows = []
 
     def recording(rows):
@@ -109,12 +96,12 @@ def test_featurize_runs_whole_batches_only_and_keeps_every_row(tmp_path, device)
 
 
 @needs_gpu
-def test_a_model_predicts_the_same_on_cuda_as_on_the_cpu(tmp_path):
-    torch.manual_seed(0)
-    bitmaps = np.random.default_rng(2).integers(0, 256, (100, 784), dtype=np.uint8)
-    classifier = with_drawing_statistics(build_classifier(None), bitmaps, 128)
-    model = TrainedModel(classifier, model_config(128, 0, "random", {"car": ["car"], "not_car": ["cat"]}))
+def test_a_model_predicts_the_same_on_cuda_as_on_the_cpu(tmp_path, fixture_classifier):
+    bitmaps, labels = labelled_bitmaps(50, seed=12)
+    model = TrainedModel(copy.deepcopy(fixture_classifier), FIXTURE_CONFIG)
     save_model(tmp_path / "model.pth", model.classifier.state_dict(), model.config)
     on_cuda = load_trained_model(tmp_path / "model.pth", "cuda")
     assert on_cuda.device.type == "cuda"
-    np.testing.assert_allclose(on_cuda.predict_proba(bitmaps), model.predict_proba(bitmaps), atol=1e-5)
+    probabilities = on_cuda.predict_proba(bitmaps)
+    np.testing.assert_allclose(probabilities, model.predict_proba(bitmaps), atol=1e-5)
+    assert ((probabilities > 0.5) == labels).mean() >= 0.9

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from carsketch.batches import map_batches
+from carsketch.checkpoint import full_state_dict, model_config, save_model
 from carsketch.errors import PipelineError
 from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.features import feature_function
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.model import (TrainedModel, batched, build_classifier, build_trained_part, full_state_dict,
-                             load_trained_model, model_config, save_model)
+from carsketch.model import build_classifier, build_trained_part
+from carsketch.trained_model import TrainedModel, load_trained_model
 from conftest import make_bitmaps
 from models import export_classifier
 
@@ -38,7 +40,7 @@ def test_the_onnx_model_gives_the_torch_models_probabilities(tmp_path, fixture_w
     assert expected.std() > 1e-3  # the classifier tells these drawings apart, so agreement means something
     assert model.config == config and model.threshold == 0.5
     np.testing.assert_allclose(model.predict_proba(bitmaps), expected, atol=1e-4)
-    features = batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps).numpy()
+    features = torch.cat(map_batches(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps)).numpy()
     np.testing.assert_allclose(model.proba_from_frozen(features.astype(np.float16)), expected, atol=2e-3)
     np.testing.assert_allclose(model.proba_from_frozen(features), expected, atol=1e-4)
 
@@ -51,7 +53,7 @@ def test_what_train_saves_from_its_part_is_the_whole_classifier(tmp_path, fixtur
     config = model_config(IMAGE_SIZE, trainable_blocks, "fixture", CATEGORIES)
     save_model(tmp_path / "model.pth", full_state_dict(fixture_weights, trained), config)
     classifier = build_classifier(fixture_weights, trainable_blocks)
-    features = batched(feature_function(classifier, IMAGE_SIZE, "onnxruntime"), make_bitmaps("car", 2))
+    features = torch.cat(map_batches(feature_function(classifier, IMAGE_SIZE, "onnxruntime"), make_bitmaps("car", 2)))
     save_onnx(export_model(export_frozen(classifier, IMAGE_SIZE), trained, features.shape[1:], config),
               tmp_path / "model.onnx")
 
@@ -70,5 +72,5 @@ def test_a_pth_or_a_broken_file_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(PipelineError, match="model.onnx is not a car-sketch model saved by the train stage"):
         OnnxModel(tmp_path / "model.onnx")
-    with pytest.raises(PipelineError, match="missing.onnx not found: run `dvc repro` first"):
+    with pytest.raises(PipelineError, match="missing.onnx is missing: run `dvc repro` first"):
         OnnxModel(tmp_path / "missing.onnx")

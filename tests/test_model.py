@@ -1,5 +1,6 @@
 """The classifier: frozen backbone, head shapes, training, weight sources and the cached-feature path."""
 
+import copy
 import math
 
 import numpy as np
@@ -7,14 +8,17 @@ import pytest
 import torch
 import torchvision
 
+from carsketch.backbone import FEATURE_DIM
+from carsketch.batches import map_batches
+from carsketch.checkpoint import model_config, save_model
 from carsketch.errors import PipelineError
 from carsketch.features import featurize_to_file, feature_function
-from carsketch.model import (FEATURE_DIM, batched, build_classifier, build_trained_part, features_tensor,
-                             load_trained_model, model_config, save_model)
+from carsketch.model import CarSketchClassifier, build_classifier, build_trained_part
 from carsketch.sketch import to_model_input
-from carsketch.training import fit
+from carsketch.trained_model import load_trained_model
+from carsketch.training import features_tensor, fit
 from carsketch.weights import fetch_backbone_weights
-from conftest import SHARED_DIR, make_bitmaps
+from conftest import SHARED_DIR, labelled_bitmaps, make_bitmaps
 
 IMAGE_SIZE = 32
 
@@ -74,35 +78,46 @@ def test_batchnorm_statistics_never_change_in_training_mode():
     assert classifier.frozen[0][0].weight.grad is None
 
 
+def fixture_split(fixture_weights, fixture_classifier, trainable_blocks: int) -> CarSketchClassifier:
+    """The fixture classifier (the fixture backbone and its trained head) with its last `trainable_blocks` blocks on
+    the trained side: the same network, whose answers depend on the drawing and are right on the fixture drawings."""
+    classifier = build_classifier(fixture_weights, trainable_blocks)
+    classifier.trained.head = copy.deepcopy(fixture_classifier.head)
+    return classifier.eval()
+
+
 @pytest.mark.parametrize("trainable_blocks", [0, 1])
-def test_cached_features_give_the_full_models_output(trainable_blocks):
-    classifier = build_classifier(None, trainable_blocks)
-    bitmaps = make_bitmaps("car", 10)
-    features = batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps)
+def test_cached_features_give_the_full_models_output(trainable_blocks, fixture_weights, fixture_classifier):
+    classifier = fixture_split(fixture_weights, fixture_classifier, trainable_blocks)
+    bitmaps, labels = labelled_bitmaps(10, seed=7)
+    features = torch.cat(map_batches(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps))
     with torch.inference_mode():
         cached = classifier.trained(features)
         full = classifier(to_model_input(bitmaps, IMAGE_SIZE))
-    assert features.shape[:2] == ((10, FEATURE_DIM) if trainable_blocks == 0 else (10, 320))
-    assert torch.allclose(cached, full, atol=1e-5)
+    assert features.shape[:2] == ((20, FEATURE_DIM) if trainable_blocks == 0 else (20, 320))
+    assert torch.allclose(cached, full, atol=1e-4 * full.abs().max().item())
+    assert ((full > 0).numpy() == labels).mean() >= 0.9
 
 
 @pytest.mark.parametrize("trainable_blocks", [0, 1])
-def test_onnxruntime_features_match_torch(trainable_blocks):
-    classifier = build_classifier(None, trainable_blocks)
+def test_onnxruntime_features_match_torch(trainable_blocks, fixture_weights):
+    classifier = build_classifier(fixture_weights, trainable_blocks)
     bitmaps = make_bitmaps("other", 10)
-    by_torch = batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps)
-    by_onnxruntime = batched(feature_function(classifier, IMAGE_SIZE, "onnxruntime"), bitmaps)
+    by_torch = torch.cat(map_batches(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps))
+    by_onnxruntime = torch.cat(map_batches(feature_function(classifier, IMAGE_SIZE, "onnxruntime"), bitmaps))
     assert by_onnxruntime.shape == by_torch.shape
     assert torch.allclose(by_onnxruntime, by_torch, rtol=1e-3, atol=1e-5 * by_torch.abs().max().item())
 
 
-def test_featurize_to_file_streams_batches_into_an_npy(tmp_path):
-    classifier = build_classifier(None)
-    bitmaps = make_bitmaps("car", 7)
+def test_featurize_to_file_streams_batches_into_an_npy(tmp_path, fixture_weights):
+    classifier = build_classifier(fixture_weights)
+    bitmaps = np.concatenate([make_bitmaps("car", 4), make_bitmaps("other", 3)])
     featurize_to_file(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps, tmp_path / "f.npy", batch_size=3)
     stored = np.load(tmp_path / "f.npy")
     assert stored.dtype == np.float32 and stored.shape == (7, FEATURE_DIM)
-    assert np.allclose(stored, batched(feature_function(classifier, IMAGE_SIZE, "torch"), bitmaps).numpy(), atol=1e-6)
+    one_by_one = np.concatenate([feature_function(classifier, IMAGE_SIZE, "torch")(row[None]).numpy() for row in bitmaps])
+    assert np.allclose(stored, one_by_one, atol=1e-5 * np.abs(one_by_one).max())
+    assert np.abs(stored[:4].mean(0) - stored[4:].mean(0)).max() > 0.1  # rows in order: cars first, then the others
     assert [path.name for path in tmp_path.iterdir()] == ["f.npy"]
 
 
@@ -120,7 +135,7 @@ def test_local_weights_file_loads(tmp_path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(PipelineError, match="weights file .*nope.pth not found: run `dvc repro weights` first"):
+    with pytest.raises(PipelineError, match="nope.pth is missing: run `dvc repro weights` first"):
         build_classifier(tmp_path / "nope.pth")
 
 
@@ -162,15 +177,18 @@ def test_shared_imagenet_weights_load():
     assert len(classifier.frozen) == 19
 
 
-def test_saved_model_is_usable_alone(tmp_path):
-    classifier = build_classifier(None, trainable_blocks=1, seed=3)
-    config = model_config(IMAGE_SIZE, 1, "random", {"car": ["car"], "not_car": ["apple"]})
+def test_saved_model_is_usable_alone(tmp_path, fixture_weights, fixture_classifier):
+    classifier = fixture_split(fixture_weights, fixture_classifier, trainable_blocks=1)
+    config = model_config(IMAGE_SIZE, 1, "fixture", {"car": ["car"], "not_car": ["apple"]})
     save_model(tmp_path / "model.pth", classifier.state_dict(), config)
     loaded = load_trained_model(tmp_path / "model.pth")
-    bitmaps = make_bitmaps("car", 5)
+    bitmaps, labels = labelled_bitmaps(10, seed=8)
     assert loaded.config == config
-    expected = torch.sigmoid(classifier.eval()(to_model_input(bitmaps, IMAGE_SIZE))).detach().numpy()
-    assert np.allclose(loaded.predict_proba(bitmaps), expected, atol=1e-6)
+    probabilities = loaded.predict_proba(bitmaps)
+    with torch.inference_mode():
+        expected = torch.sigmoid(classifier(to_model_input(bitmaps, IMAGE_SIZE))).numpy()
+    assert np.allclose(probabilities, expected, atol=1e-5)
+    assert ((probabilities > 0.5) == labels).mean() >= 0.9
 
 
 def test_missing_model_file_says_run_dvc_repro(tmp_path):

@@ -16,7 +16,7 @@ from torchvision.models import mobilenet_v2
 from carsketch.collected import collected_splits
 from carsketch.inference.collected_file import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.model import load_trained_model
+from carsketch.trained_model import load_trained_model
 from carsketch.paths import COLLECTED_SNAPSHOT
 from conftest import make_bitmaps, make_drawings, write_category_files
 from dvc_project import COMMAND_ENV, command_line, commit, make_project, run, stages_ran

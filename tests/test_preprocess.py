@@ -99,7 +99,7 @@ def test_the_training_seed_does_not_move_the_split(raw_project):
 
 def test_preprocess_without_download_says_what_to_run(raw_project):
     (raw_project / "data/raw/bus.npy").unlink()
-    with pytest.raises(PipelineError, match=r"bus.npy is missing: run the download stage first"):
+    with pytest.raises(PipelineError, match=r"bus.npy is missing: run `dvc repro download` first"):
         preprocess.main()
 
 

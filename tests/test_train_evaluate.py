@@ -10,7 +10,7 @@ from carsketch.errors import PipelineError
 from carsketch.evaluation import (AGREEMENT_TOLERANCE, classification_metrics, collected_metrics, per_category, plot_data,
                                   unseen_metrics)
 from carsketch.files import load_array
-from carsketch.model import load_trained_model
+from carsketch.trained_model import load_trained_model
 from conftest import write_category_files, write_params
 from stages import adapt, evaluate, featurize, preprocess, snapshot, train
 
@@ -117,7 +117,7 @@ def test_stale_features_are_caught_by_the_agreement_check(trained_project):
 def test_a_stage_run_before_its_inputs_exist_says_what_to_run(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, **PARAMS)
-    with pytest.raises(PipelineError, match=r"data/processed/train/x.npy is missing: run the stages before this one"):
+    with pytest.raises(PipelineError, match=r"data/processed/train/x.npy is missing: run `dvc repro` first"):
         featurize.main()
 
 

@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from carsketch.errors import PipelineError
+from carsketch.batches import INFERENCE_BATCH, map_batches
+from carsketch.errors import PipelineError, missing_output, not_a_model
 from carsketch.files import NpyRows
 from carsketch.quickdraw import BITMAP_PIXELS
 
 if TYPE_CHECKING:  # imported when a session is made: importing this module stays light
     import onnxruntime
 
-# Drawings per model call: at 128 px a batch of 64 peaks at half the memory of 256 (1.1 against 2.3 GiB in
-# featurize) and runs as fast on a CPU.
-INFERENCE_BATCH = 64
 # The model's tensors: its input, the frozen part's output (what featurize caches) and its output.
 BITMAPS = "bitmaps"
 FROZEN_FEATURES = "frozen_features"
@@ -58,8 +56,8 @@ def session(model: bytes | str, device_providers: list, threads: int = 0) -> "on
 def run_batched(model_session: "onnxruntime.InferenceSession", inputs: np.ndarray | NpyRows, input_name: str,
                 output_name: str, batch_size: int = INFERENCE_BATCH, dtype: type | None = None) -> np.ndarray:
     """A session's `output_name` for `inputs` (as `dtype`), computed `batch_size` rows at a time and concatenated."""
-    outputs = [model_session.run([output_name], {input_name: np.asarray(inputs[start:start + batch_size], dtype)})[0]
-               for start in range(0, len(inputs), batch_size)]
+    outputs = map_batches(lambda rows: model_session.run([output_name], {input_name: np.asarray(rows, dtype)})[0],
+                          inputs, batch_size)
     return np.concatenate(outputs) if outputs else np.empty(0, np.float32)
 
 
@@ -69,10 +67,10 @@ class OnnxModel:
     def __init__(self, path: Path | str, device: str = "auto"):
         self.path = Path(path)
         if not self.path.is_file():
-            raise PipelineError(f"model file {self.path} not found: run `dvc repro` first to train it")
+            raise missing_output(self.path)
         if self.path.suffix != ".onnx":
             raise PipelineError(f"{self.path} is not an ONNX model: give the .onnx file that train writes beside "
-                                f"the .pth (the .pth loads in Python with carsketch.model.load_trained_model)")
+                                f"the .pth (the .pth loads in Python with carsketch.trained_model.load_trained_model)")
         self.device, self.providers = device, providers(device)
         try:
             data = self.path.read_bytes()
@@ -84,8 +82,7 @@ class OnnxModel:
             self.session = session(data, self.providers)
             self.config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
         except Exception as error:  # onnxruntime raises its own types for a file it cannot read
-            raise PipelineError(f"{self.path} is not a car-sketch model saved by the train stage "
-                                f"({type(error).__name__}: {str(error).splitlines()[0]})") from error
+            raise not_a_model(self.path, error) from error
         self.threshold = self.config["threshold"]
         self._from_frozen = None
 
