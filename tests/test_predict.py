@@ -138,7 +138,7 @@ def test_a_missing_model_says_to_run_dvc_repro(inputs, tmp_path, capsys):
     assert exit_info.value.code == 1
     output = capsys.readouterr()
     assert output.out == "" and output.err.splitlines() == [
-        f"error: model file {tmp_path / 'none.onnx'} not found: run `dvc repro` first to train it"]
+        f"error: {tmp_path / 'none.onnx'} is missing: run `dvc repro` first, which makes it"]
     with pytest.raises(PipelineError, match="dvc repro"):
         predict.classify(paths, tmp_path / "none.onnx")
 

@@ -376,7 +376,7 @@ def test_a_missing_model_says_to_run_dvc_repro(tmp_path, capsys):
         carsketch_main(["serve", "--model", str(tmp_path / "none.pth")])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"error: model file {tmp_path / 'none.pth'} not found: run `dvc repro` first to train it"]
+        f"error: {tmp_path / 'none.pth'} is missing: run `dvc repro` first, which makes it"]
 
 
 def test_a_port_in_use_is_a_one_line_error(model_path, capsys):
