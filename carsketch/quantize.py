@@ -22,7 +22,7 @@ from carsketch.inference.onnx_model import BITMAPS, INFERENCE_BATCH
 from carsketch.quickdraw import BITMAP_PIXELS
 
 # Training drawings the activation ranges are measured on: 512 gave feature cosine min 0.989, mean 0.996 against
-# float32 on the ImageNet backbone at 128 px, in about 10 s on two cores.
+# float32 on the ImageNet backbone at 128 px, in 10-32 s on two cores (idle to loaded).
 DEFAULT_CALIBRATION_DRAWINGS = 512
 # What is quantized: the convolutions (BatchNorm is folded into them at export), their ReLU6 (Clip, fused into the
 # convolution's output range) and the residual Adds. The transform before the first convolution (uint8 cast, Resize,
