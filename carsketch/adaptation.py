@@ -14,7 +14,7 @@ import onnx
 import torch
 from torch import nn
 
-from carsketch.export import export_frozen, export_model
+from carsketch.export import export_frozen_part, export_model
 from carsketch.files import NpyRows
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, FROZEN_FEATURES, run_batched, session
 from carsketch.model import CarSketchClassifier
@@ -40,17 +40,19 @@ def replay_sample(bitmaps: NpyRows | np.ndarray, labels: np.ndarray, count: int,
 
 def adapt(classifier: CarSketchClassifier, blocks: int, bitmaps: np.ndarray, labels: np.ndarray,
           weights: np.ndarray, config: dict, epochs: int, batch_size: int, lr: float, seed: int,
-          device: torch.device = torch.device("cpu"),
-          on_epoch: Callable[[EpochLog], None] | None = None) -> tuple[CarSketchClassifier, onnx.ModelProto]:
+          device: torch.device = torch.device("cpu"), on_epoch: Callable[[EpochLog], None] | None = None,
+          precision: str = "float32", train_bitmaps: NpyRows | np.ndarray | None = None
+          ) -> tuple[CarSketchClassifier, onnx.ModelProto]:
     """`classifier` with its last `blocks` blocks and its head trained on uint8 `bitmaps` (N, 784) and their 0/1
     `labels`, each row's loss counting its `weight` (on the CPU and in eval mode after); and the same model as ONNX,
     with `config` in its metadata.
 
-    The blocks before them are exported to ONNX once and run once over the drawings in ONNX Runtime, 4-5 times faster
-    than eager torch on a CPU; each epoch then costs only the blocks trained, and the export is the ONNX model's
-    frozen part."""
+    The blocks before them are exported to ONNX once (in int8 with `precision` int8, calibrated on `train_bitmaps` as
+    featurize calibrates) and run once over the drawings in ONNX Runtime, 4-5 times faster than eager torch on a CPU;
+    each epoch then costs only the blocks trained, on what the exported model's frozen part computes."""
     adapted = split_at(classifier.cpu(), blocks)
-    frozen = export_frozen(adapted, config["image_size"])
+    frozen = export_frozen_part(adapted, config["image_size"], precision, train_bitmaps if train_bitmaps is not None
+                                else bitmaps, device)
     inputs = run_batched(session(frozen.SerializeToString(), [CPU_PROVIDER]), bitmaps, BITMAPS, FROZEN_FEATURES)
     adapted.to(device)
     fit(adapted.trained, inputs, labels, epochs, batch_size, lr, seed, sample_weights=weights, on_epoch=on_epoch)

@@ -22,6 +22,7 @@ from carsketch.quickdraw import CATEGORIES, unknown_category_message
 PARAMS_FILE = Path("params.yaml")
 FEATURIZE_ENGINES = ("onnxruntime", "torch")
 FEATURE_DTYPES = ("float32", "float16")
+PRECISIONS = ("float32", "int8")
 LR_SCHEDULES = ("constant", "cosine")
 # `categories.not_car: all`: every Quick, Draw! category not listed as car or unseen.
 ALL = "all"
@@ -76,6 +77,7 @@ class Params(BaseModel):
     trainable_blocks: Blocks
     featurize_engine: Literal[FEATURIZE_ENGINES]
     feature_dtype: Literal[FEATURE_DTYPES]
+    precision: Literal[PRECISIONS]
     seed: int = Field(ge=0)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -186,8 +188,10 @@ def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
         params = Params.model_validate(raw)
     except ValidationError as error:
         problems = _problems(raw, error)
-    else:
-        problems = _category_problems(raw)  # names that are no category pass the type check
+    else:  # names that are no category pass the type check, and so do values that only clash with another
+        problems = _category_problems(raw)
+        if params.precision == "int8" and params.featurize_engine != "onnxruntime":
+            problems.append("precision: int8 runs the frozen part in ONNX Runtime; set featurize_engine: onnxruntime")
     if not problems:
         return params
     raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))

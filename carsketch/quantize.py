@@ -17,13 +17,16 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 
+from carsketch.batches import INFERENCE_BATCH, map_batches
 from carsketch.files import NpyRows
-from carsketch.inference.onnx_model import BITMAPS, INFERENCE_BATCH
+from carsketch.inference.onnx_model import BITMAPS
 from carsketch.quickdraw import BITMAP_PIXELS
 
 # Training drawings the activation ranges are measured on: 512 gave feature cosine min 0.989, mean 0.996 against
 # float32 on the ImageNet backbone at 128 px, in 10-32 s on two cores (idle to loaded).
 DEFAULT_CALIBRATION_DRAWINGS = 512
+# The sample's own seed, not a params.yaml one: a new training `seed` must not re-run featurize.
+CALIBRATION_SEED = 0
 # What is quantized: the convolutions (BatchNorm is folded into them at export), their ReLU6 (Clip, fused into the
 # convolution's output range) and the residual Adds. The transform before the first convolution (uint8 cast, Resize,
 # normalisation) stays float, and so do the pooled features: quantizing them as well saved no time measurably and
@@ -35,8 +38,7 @@ class _Batches(CalibrationDataReader):
     """The calibration bitmaps as ONNX Runtime's calibrator reads them: one input dict per batch."""
 
     def __init__(self, bitmaps: np.ndarray, batch_size: int):
-        self.batches = iter([{BITMAPS: bitmaps[start:start + batch_size]}
-                             for start in range(0, len(bitmaps), batch_size)])
+        self.batches = iter(map_batches(lambda rows: {BITMAPS: rows}, bitmaps, batch_size))
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)

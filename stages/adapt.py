@@ -30,8 +30,9 @@ def fine_tune(params: Params, collected: CollectedSplit) -> None:
 
     started = time.perf_counter()
     classifier, trained_config = load_checkpoint(TRAINED_MODEL_FILE)
-    replay, replay_y = replay_sample(NpyRows(PROCESSED_DIR / "train" / "x.npy"),
-                                     load_array(PROCESSED_DIR / "train" / "y.npy"), params.adapt_replay, params.seed)
+    train_bitmaps = NpyRows(PROCESSED_DIR / "train" / "x.npy")
+    replay, replay_y = replay_sample(train_bitmaps, load_array(PROCESSED_DIR / "train" / "y.npy"), params.adapt_replay,
+                                     params.seed)
     print(f"adapt: {len(collected.y)} collected drawings, each counting {params.collected_weight:g}, and {len(replay_y)} "
           f"replayed; the last {params.adapt_blocks} blocks and the head, {params.adapt_epochs} epochs", flush=True)
     config = {**trained_config, "adapted": {"blocks": params.adapt_blocks, "collected_drawings": len(collected.y),
@@ -41,8 +42,8 @@ def fine_tune(params: Params, collected: CollectedSplit) -> None:
                               np.ones(len(replay_y), np.float32)])
     adapted, adapted_onnx = adapt(classifier, params.adapt_blocks, bitmaps, labels, weights, config,
                                   params.adapt_epochs, params.batch_size, params.adapt_lr, params.seed,
-                                  resolve_device(params.device),
-                                  on_epoch=lambda row: print(format_epoch(row), flush=True))
+                                  resolve_device(params.device), lambda row: print(format_epoch(row), flush=True),
+                                  params.precision, train_bitmaps)
     # the .pth split as train's, which load_checkpoint reads from config["trainable_blocks"]
     save_model(MODEL_FILE, split_at(adapted, trained_config["trainable_blocks"]).state_dict(), config)
     save_onnx(adapted_onnx, ONNX_MODEL_FILE)

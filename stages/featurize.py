@@ -1,6 +1,7 @@
 """featurize stage: run the frozen backbone once over every drawing of each split and cache its output.
 
-It also saves the frozen part as ONNX, which train joins to the part it trains.
+It also saves the frozen part as ONNX (in int8 with `precision: int8` on a CPU), which train joins to the part it
+trains: the features and the model come from the same graph.
 
 With `workers` > 1 it runs in that many processes under torchrun, which share the batches; the files are the same bytes.
 """
@@ -11,7 +12,7 @@ import torch
 
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
-from carsketch.export import export_frozen, save_onnx
+from carsketch.export import export_frozen_part, save_onnx
 from carsketch.features import feature_function, featurize_batch_size, featurize_to_file
 from carsketch.files import NpyRows
 from carsketch.model import build_classifier
@@ -21,10 +22,11 @@ from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, FEATURIZED_SPLITS, FROZ
 
 def featurize_splits(params: Params, device: torch.device) -> None:
     classifier = build_classifier(BACKBONE_FILE, params.trainable_blocks)
-    frozen_model = export_frozen(classifier, params.image_size)
+    frozen = export_frozen_part(classifier, params.image_size, params.precision,
+                                NpyRows(PROCESSED_DIR / "train" / "x.npy"), device)
     if is_main():
-        save_onnx(frozen_model, FROZEN_MODEL_FILE)
-    function = feature_function(classifier, params.image_size, params.featurize_engine, device, frozen_model)
+        save_onnx(frozen, FROZEN_MODEL_FILE)
+    function = feature_function(classifier, params.image_size, params.featurize_engine, device, frozen)
     started, drawings = time.perf_counter(), 0
     for split in FEATURIZED_SPLITS:
         bitmaps = NpyRows(PROCESSED_DIR / split / "x.npy")
