@@ -43,6 +43,7 @@ RECIPES = {
     "trained5_5epochs": ["trainable_blocks=5", "epochs=5", "lr_schedule=cosine"],
     "stretched": ["augment_copies=3"],
     "trained5_stretched": ["trainable_blocks=5", "epochs=5", "lr_schedule=cosine", "augment_copies=3"],
+    "int8": ["precision=int8"],
 }
 FIGURES = ("accuracy", "unseen_car_recall", "unseen_false_car_rate", "unseen_roc_auc", "brier", "ece")
 
