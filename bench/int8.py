@@ -1,11 +1,13 @@
 """float32 against int8 frozen parts on the real drawings and ImageNet weights in ../shared: speed and closeness.
 
-    python -m bench.int8 [--image-size 128] [--rounds 7] [--blocks 0 5]
+    python -m bench.int8 [--image-size 128] [--rounds 7] [--blocks 0 5] [--predict-drawings 30000] [--requests 2000]
 
 For each `trainable_blocks`, exports the frozen part as featurize does, quantizes it with carsketch.quantize on 512
 drawings (rows 0-299 of each file) and times that; then runs both parts in ONNX Runtime at batch 64 over 1,024 other
 drawings (rows 300-) in interleaved rounds, so that other work on the machine slows both alike, and reports the
-median drawings/s, the median of the rounds' int8 / float32 ratios and the features' cosine (min, mean).
+median drawings/s, the median of the rounds' int8 / float32 ratios and the features' cosine (min, mean). Then the
+whole model, float32 and int8 (the frozen backbone's part joined to one head): predict's drawings/s on
+--predict-drawings real bitmaps, and serve's requests/s under bench.serve_load's 16-client load.
 """
 
 import argparse
@@ -15,10 +17,18 @@ import subprocess
 import sys
 import time
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
+import onnx
 
 from bench.project import SHARED_DRAWINGS, SHARED_WEIGHTS, missing_from_shared
-from carsketch.export import export_frozen
+from bench.serve_load import benchmark
+from carsketch.backbone import FEATURE_DIM
+from carsketch.checkpoint import model_config
+from carsketch.export import export_frozen, export_model, save_onnx
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, FROZEN_FEATURES, run_batched, session
 from carsketch.model import build_classifier
 from carsketch.quantize import DEFAULT_CALIBRATION_DRAWINGS, calibration_sample, quantize_frozen
@@ -32,11 +42,46 @@ def drawings_per_second(model_session, bitmaps: np.ndarray) -> float:
     return len(bitmaps) / (time.perf_counter() - started)
 
 
+def whole_models(folder: Path, image_size: int, calibration: np.ndarray) -> dict[str, Path]:
+    """The whole model twice, as train writes it with `precision` float32 and int8: the same head on each frozen part."""
+    classifier = build_classifier(SHARED_WEIGHTS)
+    float_part = export_frozen(classifier, image_size)
+    parts = {"float32": float_part,
+             "int8": onnx.load_from_string(quantize_frozen(float_part.SerializeToString(), calibration))}
+    config = model_config(image_size, 0, "imagenet", {"car": ["car"], "not_car": ["apple"]})
+    for name, part in parts.items():
+        save_onnx(export_model(part, classifier.trained, (FEATURE_DIM,), config), folder / f"{name}.onnx")
+    return {name: folder / f"{name}.onnx" for name in parts}
+
+
+def predict_and_serve(image_size: int, pool: np.ndarray, bitmaps: np.ndarray, requests: int) -> dict:
+    """predict's drawings/s on `bitmaps` (float32 and int8 in turn), then serve's requests/s, for each precision."""
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as folder:
+        paths = whole_models(Path(folder), image_size, calibration_sample(pool, DEFAULT_CALIBRATION_DRAWINGS, seed=0))
+        figures = {}
+        for name, path in paths.items():
+            model = OnnxModel(path, "cpu")
+            started = time.perf_counter()
+            model.predict_proba(bitmaps)
+            figures[name] = {"predict_drawings_per_s": round(len(bitmaps) / (time.perf_counter() - started), 1)}
+        for name, path in paths.items():
+            served = benchmark(path, requests, clients=16)
+            figures[name].update(serve_requests_per_s=round(served["requests_per_s"], 1), serve_errors=served["errors"],
+                                 serve_p99_ms=round(served["p99_ms"], 1))
+    return {"predict_drawings": len(bitmaps), **figures,
+            "predict_int8_over_float32": round(figures["int8"]["predict_drawings_per_s"]
+                                               / figures["float32"]["predict_drawings_per_s"], 2),
+            "serve_int8_over_float32": round(figures["int8"]["serve_requests_per_s"]
+                                             / figures["float32"]["serve_requests_per_s"], 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--blocks", type=int, nargs="+", default=[0, 5])
+    parser.add_argument("--predict-drawings", type=int, default=30_000)
+    parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     skipped = missing_from_shared()
     if skipped:
@@ -72,6 +117,8 @@ def main() -> int:
             **{f"{name}_drawings_per_s": round(float(np.median(r)), 1) for name, r in rates.items()},
             "int8_over_float32": round(float(np.median(np.divide(rates["int8"], rates["float32"]))), 2),
             "rounds": {name: [round(rate) for rate in r] for name, r in rates.items()}}
+    whole = held_out[np.random.default_rng(2).choice(len(held_out), args.predict_drawings, replace=False)]
+    report["whole_model"] = predict_and_serve(args.image_size, pool, whole, args.requests)
     report["load_average_after"] = os.getloadavg()[0]
     json.dump(report, sys.stdout, indent=2)
     print()
