@@ -35,3 +35,8 @@ def run_main(main: Callable[[], Result]) -> Result:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was kept half-written", file=sys.stderr)
         sys.exit(INTERRUPTED_STATUS)
+
+
+def print_warning(message: str) -> None:
+    """`warning: message` on stderr: something skipped, not an error."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

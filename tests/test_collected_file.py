@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from carsketch.cli import main as carsketch_main
-from carsketch.inference.collected_file import CollectedStore, read_collected
+from carsketch.collected_file import read_collected
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.inference.serve import MAX_STROKES, create_app
+from carsketch.inference.app import MAX_STROKES, create_app
 from conftest import REPO_ROOT, accuracy, make_drawings, mixed_drawings
 from servers import printed_token, running, serve_process
 

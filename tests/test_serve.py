@@ -24,11 +24,13 @@ import pytest
 from PIL import Image
 
 from carsketch.cli import main as carsketch_main
-from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.collected_file import CollectedStore, read_collected
+from carsketch.strokes import strokes_to_bitmap
+from carsketch.collected_file import read_collected
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.reloading_model import ReloadingModel
-from carsketch.inference.serve import MAX_BODY_BYTES, create_app
+from carsketch.inference.app import create_app
+from carsketch.inference.http_errors import MAX_BODY_BYTES
 from conftest import AIRPLANE, accuracy, draw_png, make_drawings, mixed_drawings
 from servers import printed_token, running, serve_process
 
@@ -227,7 +229,7 @@ def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(mode
             while not calls:
                 time.sleep(0.01)
             rest = [pool.submit(post, drawing) for drawing in drawings[1:]]
-            while app.state.batcher.waiting() < len(rest):  # they all arrive while the model is busy
+            while app.state.batcher.queue.qsize() < len(rest):  # they all arrive while the model is busy
                 time.sleep(0.01)
             release.set()
             results = [first.result()] + [future.result() for future in rest]
