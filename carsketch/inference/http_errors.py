@@ -1,5 +1,5 @@
 """How the server refuses: every error is one line of JSON, `{"error": "..."}`, whatever raised it, and a body over
-the limit is refused as it is read."""
+the limit is refused before it is read in full."""
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +41,9 @@ HANDLERS = {HTTPException: _http_error, RequestValidationError: _invalid_request
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over max_bytes (declared or streamed) fails with 413 as it is read."""
+    """ASGI middleware: 413 for a request body over max_bytes, at once where its Content-Length declares more, else as
+    soon as the bytes streamed in (a chunked body declares none) pass it. The server holds a body to its declared
+    length, so the streamed bytes alone are counted."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
         self.app = app
@@ -50,15 +52,18 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        too_large = f"request body over {self.max_bytes:,} bytes"
         declared = Headers(scope=scope).get("content-length", "")
-        received = int(declared) if declared.isdigit() else 0
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await error_response(413, too_large)(scope, receive, send)
+        received = 0
 
         async def limited_receive():
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise HTTPException(413, f"request body over {self.max_bytes:,} bytes")
+                raise HTTPException(413, too_large)
             return message
 
         await self.app(scope, limited_receive, send)
