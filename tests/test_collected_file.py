@@ -54,6 +54,7 @@ def test_a_label_is_kept_with_the_drawing_as_sent_the_models_answer_and_an_id(se
     [record] = lines(store.path)
     assert list(record) == ["key_id", "label", "timestamp", "car_probability", "model", "drawing"]
     assert record["key_id"] == saved["id"] and record["label"] == "not_car" and record["drawing"] == drawing
+    assert f'"drawing":{json.dumps(drawing, separators=(",", ":"))}' in store.path.read_text()  # ints stay ints
     predicted = client.post("/api/predict", json={"drawing": drawing}).json()["results"][0]["car_probability"]
     assert record["car_probability"] == pytest.approx(predicted, abs=1e-6) and predicted < 0.5
     assert record["model"] == hashlib.md5(model.path.read_bytes()).hexdigest()

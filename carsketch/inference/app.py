@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import errno
 import io
-import json
 import secrets
 import uuid
 from pathlib import Path
@@ -80,7 +79,8 @@ def _content_type(request: Request, accepted: tuple[str, ...]) -> str:
 
 
 async def _parse(request: Request, body_model: type[BaseModel]) -> BaseModel:
-    """The JSON body as `body_model`: 400 for malformed JSON, 422 for a wrong shape."""
+    """The JSON body as `body_model`, parsed and validated in one pass: 400 for malformed JSON, 422 for a wrong
+    shape."""
     try:
         return body_model.model_validate_json(await request.body())
     except ValidationError as error:
@@ -166,11 +166,11 @@ def _health(served: ReloadingModel, store: CollectedStore | None, token: str | N
             "collect": None if store is None else {"file": str(store.path), "token_needed": token is not None}}
 
 
-def _label_record(body: LabelRequest, drawing: list, probability: float, model: OnnxModel) -> dict:
+def _label_record(body: LabelRequest, probability: float, model: OnnxModel) -> dict:
     """A labelled drawing's line in the collected file (carsketch.collected_file)."""
     return {"key_id": uuid.uuid4().hex, "label": body.label,
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-            "car_probability": round(probability, 6), "model": model.md5, "drawing": drawing}
+            "car_probability": round(probability, 6), "model": model.md5, "drawing": body.drawing}
 
 
 def _lifespan(*forever: Callable) -> Callable:
@@ -238,8 +238,7 @@ def create_app(model: OnnxModel | ReloadingModel, store: CollectedStore | None =
         _content_type(request, (JSON,))
         body = await _parse(request, LabelRequest)
         probabilities, model = await batcher.submit(np.stack(await _bitmaps([body.drawing])))
-        drawing = json.loads(await request.body())["drawing"]  # the strokes exactly as sent
-        record = _label_record(body, drawing, float(probabilities[0]), model)
+        record = _label_record(body, float(probabilities[0]), model)
         try:
             await writer.submit(record)
         except OSError as error:

@@ -1,14 +1,23 @@
 """The JSON bodies of the server's API, validated by pydantic straight from the request's bytes and described in its
 OpenAPI document."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic_core import PydanticCustomError
 
 from carsketch.labels import SIDES
 
 
-Strokes = list[list[list[float]]]
+def _number(value: object) -> int | float:
+    """A JSON number left as it came: a label's strokes are kept as sent, so an int must not turn into a float."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise PydanticCustomError("float_type", "Input should be a valid number")
+
+
+Coordinate = Annotated[float, PlainValidator(_number, json_schema_input_type=float)]
+Strokes = list[list[list[Coordinate]]]
 EXAMPLE = [[[0, 255, 255, 0, 0], [0, 0, 255, 255, 0]]]
 
 
