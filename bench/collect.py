@@ -32,7 +32,7 @@ import yaml
 
 from bench.project import SHARED_DRAWINGS, SHARED_WEIGHTS, commit, make_project, missing_from_shared, run, stages_ran
 from bench.unseen import PARAMS, UNSEEN_NOT_CAR
-from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.strokes import strokes_to_bitmap
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.mirror import serve
 from carsketch.paths import COLLECTED_FILE, METRICS_FILE, ONNX_MODEL_FILE

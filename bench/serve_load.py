@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from bench.project import REPO_ROOT
-from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.strokes import strokes_to_bitmap
 from carsketch.export import save_onnx
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.checkpoint import model_config

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from carsketch.errors import PipelineError
-from carsketch.inference.collected_file import print_warning, read_collected
-from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.collected_file import read_collected
+from carsketch.errors import PipelineError, print_warning
 from carsketch.labels import LABEL_NAMES
 from carsketch.quickdraw import BITMAP_PIXELS
+from carsketch.strokes import strokes_to_bitmap
 
 LABELS = {name: label for label, name in LABEL_NAMES.items()}
 
@@ -35,7 +35,7 @@ def held_out(drawing: list, test_size: float) -> bool:
 
 def collected_splits(path: Path, test_size: float) -> dict[str, CollectedSplit]:
     """The collected drawings in `path` (none where it is empty or missing) as "train" and "test" splits. A line that
-    is no usable drawing is left out with a warning (carsketch.inference.collected_file)."""
+    is no usable drawing is left out with a warning (carsketch.collected_file)."""
     rows: dict[str, list] = {"train": [], "test": []}
     for record in read_collected(path):
         try:

@@ -46,3 +46,8 @@ def not_a_model(path: object, error: Exception) -> PipelineError:
     """The error for a model file that does not load, with the loader's first line."""
     return PipelineError(f"{path} is not a car-sketch model saved by the train stage "
                          f"({type(error).__name__}: {str(error).splitlines()[0]})")
+
+
+def print_warning(message: str) -> None:
+    """`warning: message` on stderr: something skipped, not an error."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ SPLITS = ("train", "val", "test")
 UNSEEN_SPLIT = "unseen"
 FEATURIZED_SPLITS = (*SPLITS, UNSEEN_SPLIT)
 UNSEEN_PER_CATEGORY_FILE = Path("metrics/unseen_per_category.json")
-# Drawings labelled on the serve page (carsketch.inference.collected_file): the live file the server appends to, and
+# Drawings labelled on the serve page (carsketch.collected_file): the live file the server appends to, and
 # the snapshot of it that adapt learns from and evaluate scores, with its counts per label (DVC keeps the snapshot)
 COLLECTED_FILE = Path("data/collected/drawings.ndjson")
 COLLECTED_SNAPSHOT_DIR = Path("data/collected_snapshot")

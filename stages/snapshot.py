@@ -3,12 +3,12 @@ evaluate to read instead of the file the server appends to.
 
 dvc.yaml marks it always_changed: it runs on every `dvc repro`, and DVC re-runs what follows only when the copy's
 content changed. Its output persists, so where the live file is missing (a fresh clone after `dvc pull`) the labels
-DVC keeps are restored into it (carsketch.inference.collected_file.snapshot).
+DVC keeps are restored into it (carsketch.collected_file.snapshot).
 """
 
 from carsketch.errors import run_main
 from carsketch.files import save_json
-from carsketch.inference.collected_file import label_counts, snapshot
+from carsketch.collected_file import label_counts, snapshot
 from carsketch.paths import COLLECTED_COUNTS, COLLECTED_FILE, COLLECTED_SNAPSHOT
 
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image, ImageDraw
 
-from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.strokes import strokes_to_bitmap
 from carsketch.mirror import MirrorHandler, serve
 from carsketch.checkpoint import model_config
 from carsketch.model import CarSketchClassifier

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from carsketch.collected import held_out, collected_splits
-from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.collected_file import CollectedStore
+from carsketch.strokes import strokes_to_bitmap
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.model import build_trained_part
 from carsketch.training import fit
 from conftest import make_drawings

@@ -1,6 +1,7 @@
 """Labelling drawings: POST /api/drawings and the file it appends to, under load, a kill, a full disk and an
 unwritable file; who may label; and reading the file back (the pipeline and predict) past a torn last line."""
 
+import errno
 import hashlib
 import json
 import os
@@ -8,19 +9,21 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from carsketch.cli import main as carsketch_main
-from carsketch.inference.collected_file import CollectedStore, read_collected
+from carsketch.collected_file import read_collected
+from carsketch.inference import collected_store
+from carsketch.inference.collected_store import CollectedStore
+from carsketch.inference.app import MAX_STROKES, create_app
 from carsketch.inference.onnx_model import OnnxModel
-from carsketch.inference.serve import MAX_STROKES, create_app
+from carsketch.labels import LABEL_NAMES
 from conftest import REPO_ROOT, accuracy, make_drawings, mixed_drawings
 from servers import printed_token, running, serve_process
-
-LABELS = ("not_car", "car")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,7 @@ def test_a_label_is_kept_with_the_drawing_as_sent_the_models_answer_and_an_id(se
     [record] = lines(store.path)
     assert list(record) == ["key_id", "label", "timestamp", "car_probability", "model", "drawing"]
     assert record["key_id"] == saved["id"] and record["label"] == "not_car" and record["drawing"] == drawing
+    assert f'"drawing":{json.dumps(drawing, separators=(",", ":"))}' in store.path.read_text()  # ints stay ints
     predicted = client.post("/api/predict", json={"drawing": drawing}).json()["results"][0]["car_probability"]
     assert record["car_probability"] == pytest.approx(predicted, abs=1e-6) and predicted < 0.5
     assert record["model"] == hashlib.md5(model.path.read_bytes()).hexdigest()
@@ -64,7 +68,7 @@ def test_predict_reads_the_collected_file_as_it_is(served, model_path, capsys):
     client, store = served
     drawings, truth = mixed_drawings(6, seed=9400)
     for drawing, car in zip(drawings, truth):
-        assert client.post("/api/drawings", json={"drawing": drawing, "label": LABELS[car]}).status_code == 201
+        assert client.post("/api/drawings", json={"drawing": drawing, "label": LABEL_NAMES[car]}).status_code == 201
     assert carsketch_main(["predict", "--json", "--model", str(model_path), str(store.path)]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [result["index"] for result in results] == [1, 2, 3, 4, 5, 6]
@@ -185,7 +189,7 @@ def test_2000_labels_from_16_concurrent_clients_are_2000_whole_lines(served):
     drawings, truth = mixed_drawings(2000, seed=9500)
 
     def label(index):
-        response = client.post("/api/drawings", json={"drawing": drawings[index], "label": LABELS[truth[index]]})
+        response = client.post("/api/drawings", json={"drawing": drawings[index], "label": LABEL_NAMES[truth[index]]})
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
@@ -194,7 +198,7 @@ def test_2000_labels_from_16_concurrent_clients_are_2000_whole_lines(served):
     records = lines(store.path)
     assert len(records) == 2000 and sorted(r["key_id"] for r in records) == sorted(ids) and len(set(ids)) == 2000
     by_id = {record["key_id"]: record for record in records}
-    assert all(by_id[key]["drawing"] == drawings[i] and by_id[key]["label"] == LABELS[truth[i]]
+    assert all(by_id[key]["drawing"] == drawings[i] and by_id[key]["label"] == LABEL_NAMES[truth[i]]
                for i, key in enumerate(ids))
     assert client.get("/api/drawings").json()["total"] == 2000 == sum(1 for _ in read_collected(store.path))
 
@@ -210,7 +214,7 @@ def test_a_server_killed_mid_load_keeps_every_acknowledged_label(model_path, tmp
         def label(index):
             try:
                 response = httpx.post(f"{url}/api/drawings", timeout=30, headers=bearer(token),
-                                      json={"drawing": drawings[index], "label": LABELS[truth[index]]})
+                                      json={"drawing": drawings[index], "label": LABEL_NAMES[truth[index]]})
             except httpx.HTTPError:
                 return
             if response.status_code == 201:
@@ -265,32 +269,40 @@ def test_an_unwritable_file_fails_the_label_with_a_5xx_and_the_server_goes_on(se
     assert store.path.read_bytes().startswith(saved) and len(lines(store.path)) == 2
 
 
-def test_a_full_disk_fails_the_label_with_a_507_and_the_file_stays_valid(model, tmp_path):
-    """The file on a real 64 KiB tmpfs (needs root to mount it)."""
-    mount = tmp_path / "small_disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        store = CollectedStore(mount / "drawings.ndjson")
-        drawings, truth = mixed_drawings(400, seed=9800)
-        with running(create_app(model, store)) as url, httpx.Client(base_url=url, timeout=60) as client:
-            statuses = []
-            for drawing, car in zip(drawings, truth):
-                response = client.post("/api/drawings", json={"drawing": drawing, "label": LABELS[car]})
-                statuses.append(response.status_code)
-                if response.status_code != 201:
-                    break
-            assert statuses[-1] == 507 and statuses.count(201) == len(statuses) - 1 > 10
-            assert response.json() == {"error": f"the disk holding {store.path} is full: the drawing was not saved"}
-            assert client.get("/api/health").status_code == 200
-            assert client.post("/api/predict", json={"drawing": drawings[0]}).status_code == 200
-            assert client.post("/api/drawings", json={"drawing": drawings[0], "label": "car"}).status_code == 507
-        records = lines(store.path)
-        assert len(records) == statuses.count(201)
-        assert [r["drawing"] for r in records] == drawings[:len(records)]
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+def full_disk_os(room: list[int]) -> types.SimpleNamespace:
+    """The os module as the store sees it on a disk with room for room[0] bytes of its file: a write that does not fit
+    writes what fits, and the next fails with ENOSPC, as on a real full disk. Change room[0] to free space."""
+    def write(fd: int, data: bytes) -> int:
+        free = room[0] - os.fstat(fd).st_size
+        if free <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(fd, data[:free])
+    return types.SimpleNamespace(**{**vars(os), "write": write})
+
+
+def test_a_full_disk_fails_the_label_with_a_507_and_the_file_stays_valid(model, tmp_path, monkeypatch):
+    store = CollectedStore(tmp_path / "drawings.ndjson")
+    room = [4096]
+    monkeypatch.setattr(collected_store, "os", full_disk_os(room))
+    drawings, truth = mixed_drawings(400, seed=9800)
+    with running(create_app(model, store)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        statuses = []
+        for drawing, car in zip(drawings, truth):
+            response = client.post("/api/drawings", json={"drawing": drawing, "label": LABEL_NAMES[car]})
+            statuses.append(response.status_code)
+            if response.status_code != 201:
+                break
+        assert statuses[-1] == 507 and statuses.count(201) == len(statuses) - 1 > 10
+        assert response.json() == {"error": f"the disk holding {store.path} is full: the drawing was not saved"}
+        kept = len(statuses) - 1
+        assert store.path.stat().st_size < room[0]  # the label that did not fit left none of its bytes
+        assert client.get("/api/health").status_code == 200
+        assert client.post("/api/predict", json={"drawing": drawings[0]}).status_code == 200
+        assert client.post("/api/drawings", json={"drawing": drawings[0], "label": "car"}).status_code == 507
+        assert client.get("/api/drawings").json()["total"] == kept
+        room[0] *= 2  # space freed: labelling goes on where it stopped
+        assert client.post("/api/drawings", json={"drawing": drawings[kept], "label": "car"}).status_code == 201
+    assert [record["drawing"] for record in lines(store.path)] == drawings[:kept + 1]
 
 
 def test_a_collected_file_that_cannot_be_read_stops_the_server_at_start_in_one_line(model_path, tmp_path, capsys):
@@ -302,7 +314,7 @@ def test_a_collected_file_that_cannot_be_read_stops_the_server_at_start_in_one_l
 
 def test_a_store_counts_what_the_file_already_holds(tmp_path):
     path = tmp_path / "drawings.ndjson"
-    CollectedStore(path).append([{"key_id": str(i), "label": LABELS[i % 2], "drawing": [[[0, 1], [0, 1]]]}
+    CollectedStore(path).append([{"key_id": str(i), "label": LABEL_NAMES[i % 2], "drawing": [[[0, 1], [0, 1]]]}
                                for i in range(5)])
     assert CollectedStore(path).summary() == {"car": 2, "not_car": 3, "total": 5, "file": str(path)}
     assert os.stat(path).st_mode & 0o777 == 0o644

@@ -7,7 +7,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import AIRPLANE, SHARED_DIR
-from carsketch.inference.drawings import image_to_bitmap, ndjson_drawings, read_npy_bitmaps, strokes_to_bitmap
+from carsketch.inference.images import image_to_bitmap
+from carsketch.inference.inputs import ndjson_drawings, read_npy_bitmaps
+from carsketch.strokes import strokes_to_bitmap
 from carsketch.errors import PipelineError
 
 NUMPY_BITMAP_DIR = SHARED_DIR / "quickdraw" / "numpy_bitmap"

@@ -14,7 +14,7 @@ import torch
 from torchvision.models import mobilenet_v2
 
 from carsketch.collected import collected_splits
-from carsketch.inference.collected_file import CollectedStore
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.trained_model import load_trained_model
 from carsketch.paths import COLLECTED_SNAPSHOT

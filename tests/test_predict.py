@@ -13,7 +13,7 @@ from PIL import Image
 from carsketch.cli import main as carsketch_main
 from carsketch.errors import PipelineError
 from carsketch.inference import OnnxModel, predict
-from carsketch.inference.drawings import strokes_to_bitmap
+from carsketch.strokes import strokes_to_bitmap
 from conftest import (REPO_ROOT, accuracy, draw_png, labelled_bitmaps, make_bitmaps, make_drawings,
                       mixed_drawings)
 

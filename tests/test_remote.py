@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from carsketch.inference.collected_file import CollectedStore
+from carsketch.inference.collected_store import CollectedStore
 from conftest import make_drawings, write_category_files
 from dvc_project import commit, make_project, run, stages_ran
 

@@ -22,13 +22,16 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from carsketch.cli import main as carsketch_main
-from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.collected_file import CollectedStore, read_collected
+from carsketch.strokes import strokes_to_bitmap
+from carsketch.collected_file import read_collected
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.reloading_model import ReloadingModel
-from carsketch.inference.serve import MAX_BODY_BYTES, create_app
+from carsketch.inference.app import create_app
+from carsketch.inference.http_errors import MAX_BODY_BYTES
 from conftest import AIRPLANE, accuracy, draw_png, make_drawings, mixed_drawings
 from servers import printed_token, running, serve_process
 
@@ -192,6 +195,69 @@ def test_bad_input_gets_a_4xx_with_one_line_and_the_server_goes_on(client, reque
     assert client.post("/api/predict", json={"drawing": AIRPLANE}).status_code == 200
 
 
+def padded(body: bytes, size: int) -> bytes:
+    """A JSON body grown to exactly `size` bytes with white space, which JSON allows anywhere between values."""
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize("size, status", [(600_000, 200), (MAX_BODY_BYTES, 200), (MAX_BODY_BYTES + 1, 413)])
+def test_a_json_body_is_refused_only_over_1_mb(client, size, status):
+    body = padded(json.dumps({"drawing": AIRPLANE}).encode(), size)
+    response = client.post("/api/predict", **json_body(body))
+    assert response.status_code == status, response.text
+    if status == 413:
+        assert response.json() == {"error": "request body over 1,000,000 bytes"}
+    else:
+        assert response.json() == client.post("/api/predict", json={"drawing": AIRPLANE}).json()
+
+
+def chunks(body: bytes, size: int = 64 << 10):
+    """`body` sent in pieces with no Content-Length (chunked), as a client streaming it does."""
+    for start in range(0, len(body), size):
+        yield body[start:start + size]
+
+
+@pytest.mark.parametrize("size, status", [(600_000, 200), (MAX_BODY_BYTES + 1, 413)])
+def test_a_chunked_body_is_counted_as_it_streams_in(client, size, status):
+    body = padded(json.dumps({"drawing": AIRPLANE}).encode(), size)
+    response = client.post("/api/predict", content=chunks(body), headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert "content-length" not in response.request.headers
+
+
+def png_of_size(path, size: int) -> bytes:
+    """A car's drawing as a PNG of exactly `size` bytes: an uncompressed text chunk makes up the rest, as a photo's
+    metadata can."""
+    image = Image.open(draw_png(path, make_drawings("car", 1, 8800)[0]))
+    plain = io.BytesIO()
+    image.save(plain, "PNG")
+    info = PngInfo()
+    info.add_text("padding", "x" * (size - len(plain.getvalue()) - 20))  # 20: the chunk's own bytes
+    grown = io.BytesIO()
+    image.save(grown, "PNG", pnginfo=info)
+    assert len(grown.getvalue()) == size
+    return grown.getvalue()
+
+
+@pytest.mark.parametrize("size, status", [(690_018, 200), (1_100_000, 413)])
+def test_an_image_upload_is_refused_only_over_1_mb(client, tmp_path, size, status):
+    response = client.post("/api/predict", files={"file": ("car.png", png_of_size(tmp_path / "car.png", size))})
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["results"][0]["label"] == "car"
+
+
+def test_a_declared_length_over_1_mb_is_refused_before_the_body_comes(url):
+    """Headers alone, saying 2 MB follow: the answer comes without the body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 2000000\r\n\r\n")
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b'{"error":"request body over 1,000,000 bytes"}')
+
+
 @pytest.mark.parametrize("method, path, status", [("GET", "/nowhere", 404), ("POST", "/api/nowhere", 404),
                                                   ("GET", "/api/predict", 405), ("POST", "/api/health", 405)])
 def test_unknown_routes_and_methods_get_one_line_errors(client, method, path, status):
@@ -227,7 +293,7 @@ def test_concurrent_requests_are_micro_batched_and_each_gets_its_own_answer(mode
             while not calls:
                 time.sleep(0.01)
             rest = [pool.submit(post, drawing) for drawing in drawings[1:]]
-            while app.state.batcher.waiting() < len(rest):  # they all arrive while the model is busy
+            while app.state.batcher.queue.qsize() < len(rest):  # they all arrive while the model is busy
                 time.sleep(0.01)
             release.set()
             results = [first.result()] + [future.result() for future in rest]

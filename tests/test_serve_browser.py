@@ -12,11 +12,11 @@ import pytest
 from selenium.webdriver.support.wait import WebDriverWait
 
 from browser import MISSING, PHONE, chromium, draw, settle
-from carsketch.inference.drawings import strokes_to_bitmap
-from carsketch.inference.collected_file import CollectedStore
+from carsketch.strokes import strokes_to_bitmap
+from carsketch.inference.collected_store import CollectedStore
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.inference.reloading_model import ReloadingModel
-from carsketch.inference.serve import create_app
+from carsketch.inference.app import create_app
 from conftest import AIRPLANE, make_drawings
 from servers import running
 

@@ -6,7 +6,8 @@ import json
 import os
 import threading
 
-from carsketch.inference.collected_file import CollectedStore, snapshot
+from carsketch.collected_file import snapshot
+from carsketch.inference.collected_store import CollectedStore
 from conftest import make_drawings
 from stages import snapshot as snapshot_stage
 

@@ -1,9 +1,9 @@
 """Classify drawings as car / not car with the trained model: `python -m carsketch predict INPUT...`
 
-Inputs are images (PNG, JPEG, ...), .npy bitmaps, Quick, Draw! .ndjson files and `-` (ndjson on standard
-input); carsketch.inference.drawings turns each drawing into the dataset's 28x28 bitmap. Drawings are read lazily and
-classified a batch at a time by the ONNX model train writes, in ONNX Runtime (no torch to import), and each
-batch's results are printed as soon as they are known: memory stays flat however many drawings come in. The
+Inputs are images (PNG, JPEG, ...), .npy bitmaps, Quick, Draw! .ndjson files and `-` (ndjson on standard input);
+carsketch.inference.images and carsketch.inference.inputs turn each drawing into the dataset's 28x28 bitmap. Drawings
+are read lazily and classified a batch at a time by the ONNX model train writes, in ONNX Runtime (no torch to import),
+and each batch's results are printed as soon as they are known: memory stays flat however many drawings come in. The
 model file is loaded on its own (no params.yaml). An unusable input gets one line on stderr and makes the exit status 1,
 but everything else is still classified.
 """
@@ -16,10 +16,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from carsketch.inference.drawings import Skipped, drawing_name, image_to_bitmap, ndjson_drawings, read_npy_bitmaps
-from carsketch.devices import DEVICES
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
+from carsketch.inference.arguments import add_model_arguments
+from carsketch.inference.images import image_to_bitmap
+from carsketch.inference.inputs import Skipped, drawing_name, ndjson_drawings, read_npy_bitmaps
 from carsketch.inference.onnx_model import INFERENCE_BATCH, OnnxModel
 from carsketch.labels import LABEL_NAMES
 from carsketch.paths import ONNX_MODEL_FILE
@@ -162,14 +163,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `predict` subcommand's arguments."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="an image, .npy or .ndjson file, or - for ndjson on standard input")
-    parser.add_argument("--model", default=ONNX_MODEL_FILE, metavar="PATH",
-                        help=f"the trained model (default: {ONNX_MODEL_FILE})")
+    add_model_arguments(parser)
     parser.add_argument("--threshold", type=probability, metavar="P",
                         help="P(car) from which a drawing is a car (default: the model's own threshold)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON object a line: {"input", "index", "car_probability", "label"}')
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the model runs (default auto: CUDA where ONNX Runtime has it, else the CPU)")
 
 
 def run(args: argparse.Namespace) -> int:

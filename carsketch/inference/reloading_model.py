@@ -5,7 +5,7 @@ import datetime
 import os
 from pathlib import Path
 
-from carsketch.inference.collected_file import print_warning
+from carsketch.errors import print_warning
 from carsketch.inference.onnx_model import OnnxModel
 
 # What tells that a file changed, short of reading it: (mtime in ns, size, inode), or None where there is no file.
