@@ -14,7 +14,8 @@ import onnx
 import torch
 from torch import nn
 
-from carsketch.export import export_frozen_part, export_model
+from carsketch.export import export_model
+from carsketch.features import export_frozen_part
 from carsketch.files import NpyRows
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, FROZEN_FEATURES, run_batched, session
 from carsketch.model import CarSketchClassifier

@@ -11,11 +11,9 @@ import numpy as np
 
 from carsketch.collected_file import read_collected
 from carsketch.errors import PipelineError, print_warning
-from carsketch.labels import LABEL_NAMES
+from carsketch.labels import LABEL_NUMBERS
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.strokes import strokes_to_bitmap
-
-LABELS = {name: label for label, name in LABEL_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ def collected_splits(path: Path, test_size: float) -> dict[str, CollectedSplit]:
         except PipelineError as error:
             print_warning(f"{path}: drawing {record['key_id']}: {error}, ignored")
             continue
-        rows["test" if held_out(record["drawing"], test_size) else "train"].append((bitmap, LABELS[record["label"]]))
+        rows["test" if held_out(record["drawing"], test_size) else "train"].append((bitmap, LABEL_NUMBERS[record["label"]]))
     return {split: CollectedSplit(np.array([bitmap for bitmap, _ in pairs], np.uint8).reshape(-1, BITMAP_PIXELS),
                                   np.array([label for _, label in pairs], np.uint8))
             for split, pairs in rows.items()}

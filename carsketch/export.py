@@ -6,21 +6,18 @@ joins the two. Training a frozen backbone's head therefore never builds the back
 
 import io
 import json
-import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx.compose
 import torch
 from torch import nn
 
 from carsketch.errors import missing_output
-from carsketch.files import NpyRows, atomic_path
+from carsketch.files import atomic_path
 from carsketch.inference.onnx_model import BITMAPS, CAR_PROBABILITY, CONFIG_KEY, FROZEN_FEATURES
 from carsketch.model import CarSketchClassifier, TrainedPart
-from carsketch.quantize import CALIBRATION_SEED, DEFAULT_CALIBRATION_DRAWINGS, calibration_sample, quantize_frozen
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import bitmaps_to_input
 
@@ -57,25 +54,6 @@ def export_frozen(classifier: CarSketchClassifier, image_size: int) -> onnx.Mode
     """The frozen part with the bitmap transform: uint8 bitmaps (N, 784) -> frozen features, as featurize caches them."""
     example = torch.zeros(1, BITMAP_PIXELS, dtype=torch.uint8)
     return _export(_FrozenFromBitmaps(classifier.cpu(), image_size), example, BITMAPS, FROZEN_FEATURES)
-
-
-def export_frozen_part(classifier: CarSketchClassifier, image_size: int, precision: str,
-                       train_bitmaps: NpyRows | np.ndarray, device: torch.device) -> onnx.ModelProto:
-    """export_frozen in float32, or with `precision` int8 on a CPU quantized on a fixed sample of `train_bitmaps`: the
-    frozen part that featurize caches and adapt trains on, and that the whole model carries. int8 is a CPU setting: on
-    CUDA the part stays float32, so the cached features and the model always come from the same graph."""
-    model = export_frozen(classifier, image_size)
-    if precision != "int8":
-        return model
-    if device.type == "cuda":
-        print("precision int8 is a CPU setting: on the GPU the frozen part stays float32", flush=True)
-        return model
-    started = time.perf_counter()
-    calibration = calibration_sample(train_bitmaps, DEFAULT_CALIBRATION_DRAWINGS, CALIBRATION_SEED)
-    quantized = onnx.load_from_string(quantize_frozen(model.SerializeToString(), calibration))
-    print(f"frozen part quantized to int8 on {len(calibration)} training drawings in "
-          f"{time.perf_counter() - started:.1f} s", flush=True)
-    return quantized
 
 
 def export_model(frozen: onnx.ModelProto, trained: TrainedPart, feature_shape: tuple[int, ...],

@@ -5,6 +5,7 @@ the featurize stage computes it once and caches it, and `dvc exp run -S epochs=5
 """
 
 import collections
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,11 +15,12 @@ import torch
 
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
-from carsketch.files import NpyWriter, atomic_path
+from carsketch.files import NpyRows, NpyWriter, atomic_path
 from carsketch.batches import INFERENCE_BATCH
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, providers, session
 from carsketch.model import CarSketchClassifier
 from carsketch.progress import progress
+from carsketch.quantize import CALIBRATION_SEED, DEFAULT_CALIBRATION_DRAWINGS, calibration_sample, quantize_frozen
 from carsketch.quickdraw import BITMAP_PIXELS
 from carsketch.sketch import to_model_input
 from carsketch.torch_device import float32_convolutions
@@ -33,6 +35,25 @@ CUDA_BATCH = 256
 def featurize_batch_size(device: torch.device) -> int:
     """The batch featurize runs the frozen part on `device` in."""
     return CUDA_BATCH if device.type == "cuda" else INFERENCE_BATCH
+
+
+def export_frozen_part(classifier: CarSketchClassifier, image_size: int, precision: str,
+                       train_bitmaps: NpyRows | np.ndarray, device: torch.device) -> onnx.ModelProto:
+    """export_frozen in float32, or with `precision` int8 on a CPU quantized on a fixed sample of `train_bitmaps`: the
+    frozen part that featurize caches and adapt trains on, and that the whole model carries. int8 is a CPU setting: on
+    CUDA the part stays float32, so the cached features and the model always come from the same graph."""
+    model = export_frozen(classifier, image_size)
+    if precision != "int8":
+        return model
+    if device.type == "cuda":
+        print("precision int8 is a CPU setting: on the GPU the frozen part stays float32", flush=True)
+        return model
+    started = time.perf_counter()
+    calibration = calibration_sample(train_bitmaps, DEFAULT_CALIBRATION_DRAWINGS, CALIBRATION_SEED)
+    quantized = onnx.load_from_string(quantize_frozen(model.SerializeToString(), calibration))
+    print(f"frozen part quantized to int8 on {len(calibration)} training drawings in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+    return quantized
 
 
 def _whole_batch(bitmaps: np.ndarray, batch_size: int) -> np.ndarray:

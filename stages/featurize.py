@@ -12,8 +12,8 @@ import torch
 
 from carsketch.distributed import is_main, run_stage
 from carsketch.errors import run_main
-from carsketch.export import export_frozen_part, save_onnx
-from carsketch.features import feature_function, featurize_batch_size, featurize_to_file
+from carsketch.export import save_onnx
+from carsketch.features import export_frozen_part, feature_function, featurize_batch_size, featurize_to_file
 from carsketch.files import NpyRows
 from carsketch.model import build_classifier
 from carsketch.params import Params, load_params

@@ -30,6 +30,11 @@ IMAGE_SIZE = 32
 # The fixture models' config, as train writes it into the .onnx.
 FIXTURE_CONFIG = model_config(IMAGE_SIZE, 0, "fixture", {"car": ["car"], "not_car": ["apple"]})
 # A real simplified airplane (key_id 4572612074143744) from the Quick, Draw! dataset (Google, CC BY 4.0).
+# A tiny project's params over params.yaml's: 4 categories of fixture drawings at 32 px, 2 quick epochs.
+TINY_PROJECT = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
+                "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
+                "epochs": 2, "batch_size": 16, "lr": 0.001, "lr_schedule": "cosine"}
+
 AIRPLANE = [[[205, 192, 182, 185, 194, 200, 215, 217, 200, 193, 189, 188],
              [81, 81, 87, 109, 124, 126, 117, 105, 78, 75, 76, 79]],
             [[192, 202, 252, 254, 255, 252, 243, 205], [85, 86, 76, 79, 91, 93, 94, 111]],

@@ -18,7 +18,7 @@ from carsketch.distributed import rank_and_size
 from carsketch.features import featurize_to_file
 from carsketch.model import build_trained_part
 from carsketch.training import fit
-from conftest import REPO_ROOT, write_category_files, write_params
+from conftest import REPO_ROOT, TINY_PROJECT, write_category_files, write_params
 
 
 def _in_two_processes(function, tmp_path, *args) -> None:
@@ -69,9 +69,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_learning_rate
     assert [row["train_loss"] for row in two["log"]] == pytest.approx([row["train_loss"] for row in one["log"]], rel=1e-4)
 
 
-PARAMS = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
-          "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
-          "epochs": 2, "batch_size": 32, "lr": 0.001, "lr_schedule": "constant", "device": "auto"}
+PARAMS = {**TINY_PROJECT, "batch_size": 32, "lr_schedule": "constant"}
 
 
 def run_stage(project, stage, workers):

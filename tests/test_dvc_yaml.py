@@ -68,3 +68,31 @@ def test_each_plot_is_declared_once_and_metrics_are_figures():
     assert len(declared) == len(set(declared)) and not stage_plots
     metrics = {next(iter(metric)) for stage in STAGES.values() for metric in stage.get("metrics", [])}
     assert metrics == {"metrics/data.json", "metrics/train/metrics.json", "metrics/metrics.json"}
+
+
+# What only predicts and serves: a stage that imported any of it would re-run (and re-train) when the server changes.
+INFERENCE_DIR = "carsketch/inference/"
+# The ONNX Runtime wrapper: featurize, train, adapt and evaluate run the model through it; that is all stages need.
+ONNX_RUNTIME_WRAPPER = "carsketch/inference/onnx_model.py"
+# What fetches and prepares the data: none of it may depend on the model or on how it runs.
+DATA_STAGES = ("weights", "download", "preprocess")
+MODEL_CODE = ("carsketch/model.py", "carsketch/checkpoint.py", "carsketch/trained_model.py", "carsketch/export.py",
+              "carsketch/features.py", "carsketch/training.py", "carsketch/sketch.py", "carsketch/batches.py")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_the_server_predict_and_the_readers_are_no_stages_dependency(stage):
+    inference = {dep for dep in STAGES[stage]["deps"] if dep.startswith(INFERENCE_DIR)}
+    assert inference <= {ONNX_RUNTIME_WRAPPER}
+
+
+@pytest.mark.parametrize("stage", DATA_STAGES)
+def test_the_data_stages_depend_on_no_model_or_inference_code(stage):
+    deps = set(STAGES[stage]["deps"])
+    assert not deps & {*MODEL_CODE, ONNX_RUNTIME_WRAPPER}
+    assert not any(dep.startswith(INFERENCE_DIR) for dep in deps)
+
+
+def test_featurize_is_not_rerun_for_another_number_of_workers():
+    """featurize writes the same bytes in any number of processes (tests/test_distributed.py); train does not."""
+    assert "workers" not in STAGES["featurize"]["params"] and "workers" in STAGES["train"]["params"]

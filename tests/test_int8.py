@@ -10,13 +10,11 @@ import pytest
 
 from carsketch.evaluation import AGREEMENT_TOLERANCE
 from carsketch.inference.predict import classify
-from conftest import accuracy, mixed_drawings, write_category_files, write_params
+from conftest import TINY_PROJECT, accuracy, mixed_drawings, write_category_files, write_params
 from servers import serve_process
 from stages import adapt, evaluate, featurize, preprocess, snapshot, train
 
-PARAMS = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
-          "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
-          "epochs": 3, "batch_size": 16, "lr": 0.001, "lr_schedule": "cosine"}
+PARAMS = {**TINY_PROJECT, "epochs": 3}
 # How far an int8 pipeline's test accuracy may fall short of float32's: 3 of the 60 test drawings. Its features are
 # within cosine 0.95 of float32's on the fixture backbone (tests/test_quantize.py), which quantizes worse than
 # ImageNet's (bench/README: int8).

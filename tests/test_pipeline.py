@@ -150,10 +150,11 @@ def test_collected_drawings_adapt_the_model_without_featurize_or_train(project):
     assert before["accuracy"] >= 0.95 and after["accuracy"] >= 0.9  # and it still knows the rest
     adapted = OnnxModel(project / "model_data/car_sketch.onnx")
     assert adapted.config["adapted"]["collected_drawings"] == 60 - len(held_out.y)
-    # the adapted .pth is the same model as the .onnx, loaded alone
+    # the adapted .pth is the same model as the .onnx, loaded alone: its frozen part in float32 where the .onnx carries
+    # it in int8 (params.yaml's precision), which moves P(car) by a few thousandths here
     bitmaps = np.concatenate([held_out.bitmaps, make_bitmaps("other", 20, seed=9901)])
     np.testing.assert_allclose(load_trained_model(project / "model_data/car_sketch_weights.pth").predict_proba(bitmaps),
-                               adapted.predict_proba(bitmaps), atol=1e-3)
+                               adapted.predict_proba(bitmaps), atol=0.02)
     output = run(project, "dvc", "repro")  # the same labels: the snapshot alone runs, and changes nothing
     assert stages_ran(output) == ["snapshot"], output
 

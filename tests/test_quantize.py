@@ -8,9 +8,9 @@ import torch
 
 from carsketch.export import export_frozen, export_model, save_onnx
 from carsketch.files import NpyRows
-from carsketch.inference.drawings import strokes_to_bitmap
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, FROZEN_FEATURES, OnnxModel, run_batched, session
 from carsketch.quantize import calibration_sample, quantize_frozen
+from carsketch.strokes import strokes_to_bitmap
 from conftest import FIXTURE_CONFIG, IMAGE_SIZE, labelled_bitmaps, mixed_drawings
 
 # Calibration drawings in the tests: fewer than the pipeline's 512, for speed; the fixture backbone's ranges settle

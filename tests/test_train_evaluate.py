@@ -11,19 +11,15 @@ from carsketch.evaluation import (AGREEMENT_TOLERANCE, classification_metrics, c
                                   unseen_metrics)
 from carsketch.files import load_array
 from carsketch.trained_model import load_trained_model
-from conftest import write_category_files, write_params
+from conftest import TINY_PROJECT, write_category_files, write_params
 from stages import adapt, evaluate, featurize, preprocess, snapshot, train
-
-PARAMS = {"categories": {"car": ["car", "bus"], "not_car": ["apple", "tree"]}, "test_size": 0.25, "val_size": 0.2,
-          "split_seed": 0, "seed": 0, "image_size": 32, "trainable_blocks": 0, "featurize_engine": "onnxruntime",
-          "epochs": 2, "batch_size": 16, "lr": 0.001, "lr_schedule": "cosine"}
 
 
 @pytest.fixture
 def trained_project(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40})
-    write_params(tmp_path, **PARAMS)
+    write_params(tmp_path, **TINY_PROJECT)
     for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     return tmp_path
@@ -41,7 +37,7 @@ def test_the_stages_learn_to_tell_car_from_not_car(tmp_path, monkeypatch, backbo
     split, and the training loss falls."""
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 60, "bus": 60, "apple": 60, "tree": 60})
-    write_params(tmp_path, **{**PARAMS, "trainable_blocks": trainable_blocks, "epochs": epochs})
+    write_params(tmp_path, **{**TINY_PROJECT, "trainable_blocks": trainable_blocks, "epochs": epochs})
     for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     metrics = json.loads((tmp_path / "metrics/metrics.json").read_text())
@@ -83,7 +79,7 @@ def test_unseen_categories_are_scored_apart_and_never_trained_on(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     write_category_files(tmp_path / "data/raw", {"car": 40, "bus": 40, "apple": 40, "tree": 40, "van": 12,
                                                  "cloud": 9})
-    write_params(tmp_path, **PARAMS, unseen={"car": ["van"], "not_car": ["cloud"]})
+    write_params(tmp_path, **TINY_PROJECT, unseen={"car": ["van"], "not_car": ["cloud"]})
     for stage in (preprocess, featurize, train, snapshot, adapt, evaluate):
         stage.main()
     for split in ("train", "val", "test"):
@@ -116,7 +112,7 @@ def test_stale_features_are_caught_by_the_agreement_check(trained_project):
 
 def test_a_stage_run_before_its_inputs_exist_says_what_to_run(tmp_path, monkeypatch, backbone_file):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, **PARAMS)
+    write_params(tmp_path, **TINY_PROJECT)
     with pytest.raises(PipelineError, match=r"data/processed/train/x.npy is missing: run `dvc repro` first"):
         featurize.main()
 

@@ -16,12 +16,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from carsketch.batches import INFERENCE_BATCH
 from carsketch.errors import PipelineError
 from carsketch.files import NpyRows
 from carsketch.inference.arguments import add_model_arguments
 from carsketch.inference.images import image_to_bitmap
 from carsketch.inference.inputs import Skipped, drawing_name, ndjson_drawings, read_npy_bitmaps
-from carsketch.inference.onnx_model import INFERENCE_BATCH, OnnxModel
+from carsketch.inference.onnx_model import OnnxModel
 from carsketch.labels import LABEL_NAMES
 from carsketch.paths import ONNX_MODEL_FILE
 from carsketch.quickdraw import BITMAP_SIDE
