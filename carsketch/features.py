@@ -1,4 +1,5 @@
-"""Running the classifier's frozen part over drawings: in ONNX Runtime (fast on CPU) or eager PyTorch.
+"""The classifier's frozen part as featurize runs it (float32, or int8 on a CPU) over drawings: in ONNX Runtime (fast on
+CPU) or eager PyTorch.
 
 The frozen blocks never change during training, so their output for a drawing is the same every epoch:
 the featurize stage computes it once and caches it, and `dvc exp run -S epochs=5` re-runs only training.
@@ -13,10 +14,10 @@ import numpy as np
 import onnx
 import torch
 
+from carsketch.batches import INFERENCE_BATCH
 from carsketch.distributed import gather_on_main, is_main, rank_and_size
 from carsketch.export import export_frozen
 from carsketch.files import NpyRows, NpyWriter, atomic_path
-from carsketch.batches import INFERENCE_BATCH
 from carsketch.inference.onnx_model import BITMAPS, CPU_PROVIDER, providers, session
 from carsketch.model import CarSketchClassifier
 from carsketch.progress import progress
