@@ -7,15 +7,15 @@ model from the cached features, checking a sample through the whole model; a mod
 frozen features, so every test drawing goes through the whole of it.
 """
 
-from carsketch.collected import collected_splits
 from carsketch.errors import run_main
 from carsketch.evaluation import (check_agreement, classification_metrics, collected_metrics, features_are_cached,
                                   per_category, plot_data, unseen_metrics)
-from carsketch.files import NpyRows, load_array, save_json
+from carsketch.files import NpyRows, load_array, load_json, save_json
 from carsketch.inference.onnx_model import OnnxModel
 from carsketch.params import load_params
-from carsketch.paths import (COLLECTED_SNAPSHOT, EVALUATE_CHECKS, FEATURES_DIR, METRICS_FILE, ONNX_MODEL_FILE,
-                             PER_CATEGORY_FILE, PLOTS_DIR, PROCESSED_DIR, UNSEEN_PER_CATEGORY_FILE, UNSEEN_SPLIT)
+from carsketch.paths import (COLLECTED_COUNTS, COLLECTED_SNAPSHOT, EVALUATE_CHECKS, FEATURES_DIR, METRICS_FILE,
+                             ONNX_MODEL_FILE, PER_CATEGORY_FILE, PLOTS_DIR, PROCESSED_DIR, UNSEEN_PER_CATEGORY_FILE,
+                             UNSEEN_SPLIT)
 
 
 def main() -> None:
@@ -36,9 +36,12 @@ def main() -> None:
     results = classification_metrics(test["y"], probability, model.threshold)
     if len(unseen["y"]):
         results.update(unseen_metrics(unseen["y"], unseen_probability, model.threshold))
-    collected = collected_splits(COLLECTED_SNAPSHOT, params.collected_test_size)["test"]
-    if len(collected.y):
-        results.update(collected_metrics(collected.y, model.predict_proba(collected.bitmaps), model.threshold))
+    if load_json(COLLECTED_COUNTS)["total"]:  # the rasteriser is imported only for labels to score
+        from carsketch.collected import collected_splits
+
+        collected = collected_splits(COLLECTED_SNAPSHOT, params.collected_test_size)["test"]
+        if len(collected.y):
+            results.update(collected_metrics(collected.y, model.predict_proba(collected.bitmaps), model.threshold))
     save_json(METRICS_FILE, results)
     save_json(UNSEEN_PER_CATEGORY_FILE, per_category(unseen["category"], unseen["y"], unseen_probability,
                                                      model.threshold))
