@@ -24,7 +24,7 @@ def test_every_bad_setting_gets_its_own_line(tmp_path):
     lines = str(error.value).splitlines()
     assert lines[0] == f"{tmp_path / 'params.yaml'} has 18 bad setting(s):"
     expected = [
-        "epoch: unknown key",
+        "epoch: unknown key; did you mean 'epochs'?",
         "categories.car: 'firetruk' is not a Quick, Draw! category; did you mean 'firetruck'?",
         "categories.not_car: 'car' is listed twice, here and in categories.car",
         "max_per_category: must be an integer of at least 1 or null, not -3",

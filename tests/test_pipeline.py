@@ -64,6 +64,9 @@ def test_repro_then_experiment_reruns_only_train_adapt_and_evaluate(project):
     for setting in ("epochs=2", "seed=7"):
         output = run(project, "dvc", "exp", "run", "-S", setting)
         assert stages_ran(output) == ["train", "snapshot", "adapt", "evaluate"], output  # snapshot: always_changed
+    # the frozen part's precision (int8 by default) re-runs featurize and what follows, and compares like the rest
+    output = run(project, "dvc", "exp", "run", "-S", "precision=float32")
+    assert stages_ran(output) == ["featurize", "train", "snapshot", "adapt", "evaluate"], output
 
     diff = json.loads(run(project, "dvc", "metrics", "diff", "--all", "--json"))
     assert {"accuracy", "loss", "roc_auc"} <= set(diff["metrics/metrics.json"])
@@ -78,6 +81,33 @@ def test_repro_then_experiment_reruns_only_train_adapt_and_evaluate(project):
     confusion = plots["metrics/plots/confusion.json"][0]
     assert confusion["revisions"] == ["workspace", "HEAD"]
     assert {row["rev"] for row in confusion["content"]["data"]["values"]} == {"workspace", "HEAD"}
+
+
+def changed_stages(project) -> set[str]:
+    """The stages `dvc status` lists, snapshot aside (always changed, by design)."""
+    return set(re.findall(r"^(\w+):", run(project, "dvc", "status"), re.MULTILINE)) - {"snapshot"}
+
+
+def test_each_stage_reruns_only_for_the_code_it_runs_and_the_settings_that_shape_it(project):
+    run(project, "dvc", "repro")
+    assert changed_stages(project) == set()
+    touched = {}
+    for path in ("carsketch/inference/serve.py", "carsketch/inference/app.py", "carsketch/inference/predict.py",
+                 "carsketch/inference/images.py", "carsketch/inference/static/index.html",
+                 "carsketch/inference/onnx_model.py", "carsketch/model.py"):
+        original = (project / path).read_text()
+        (project / path).write_text(original + ("\n<!-- a comment -->\n" if path.endswith(".html") else "\n# a comment\n"))
+        touched[path] = changed_stages(project)
+        (project / path).write_text(original)
+    # the server, predict, the image reader and the page: no stage
+    assert all(not touched[path] for path in list(touched)[:5]), touched
+    # the ONNX Runtime wrapper and the model: what runs the model, never what fetches and prepares the data
+    assert touched["carsketch/inference/onnx_model.py"] == {"featurize", "train", "adapt", "evaluate"}
+    assert touched["carsketch/model.py"] == {"featurize", "train", "adapt"}
+    # featurize writes the same bytes in any number of processes; train does not
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("workers: 1", "workers: 2"))
+    assert changed_stages(project) == {"train"}  # dvc status names the stages whose own deps changed
 
 
 def test_new_weights_in_the_same_file_show_in_dvc_status(project, tmp_path):
