@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from carsketch.devices import DEVICES
@@ -92,19 +92,17 @@ class Params(BaseModel):
     device: Literal[DEVICES]
     workers: int = Field(ge=1)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _lists_and_all(cls, raw: Any) -> Any:
-        """The category lists as Categories take them; `not_car: all` as every category listed nowhere else."""
-        if not isinstance(raw, dict) or _category_problems(raw):
-            return raw  # validate() names the problems
-        unseen, categories = raw["unseen"], raw["categories"]
-        listed = {*categories["car"], *unseen["car"], *unseen["not_car"]}
-        not_car = categories["not_car"]
-        return {**raw, "unseen": {side: tuple(unseen[side]) for side in SIDES},
-                "categories": {"car": tuple(categories["car"]), "not_car_all": not_car == ALL,
-                               "not_car": tuple(name for name in CATEGORIES if name not in listed)
-                               if not_car == ALL else tuple(not_car)}}
+
+def _resolved_categories(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the category lists as Categories take them, `not_car: all` as every category listed nowhere else;
+    for lists that _category_problems passed."""
+    unseen, categories = raw["unseen"], raw["categories"]
+    listed = {*categories["car"], *unseen["car"], *unseen["not_car"]}
+    not_car = categories["not_car"]
+    return {**raw, "unseen": {side: tuple(unseen[side]) for side in SIDES},
+            "categories": {"car": tuple(categories["car"]), "not_car_all": not_car == ALL,
+                           "not_car": tuple(name for name in CATEGORIES if name not in listed)
+                           if not_car == ALL else tuple(not_car)}}
 
 
 def _category_problems(raw: dict[str, Any]) -> list[str]:
@@ -165,34 +163,43 @@ def _did_you_mean(key: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else f" (the keys are {', '.join(Params.model_fields)})"
 
 
-def _problems(raw: dict[str, Any], error: ValidationError) -> list[str]:
-    """One line a bad key or value: unknown keys, missing ones, the category lists, then the values in file order."""
+def _clashes(raw: dict[str, Any]) -> list[str]:
+    """Values each valid alone that do not go together."""
+    if raw.get("precision") == "int8" and raw.get("featurize_engine") == "torch":
+        return ["precision: int8 runs the frozen part in ONNX Runtime; set featurize_engine: onnxruntime"]
+    return []
+
+
+def _problems(raw: dict[str, Any], error: ValidationError | None, category_problems: list[str]) -> list[str]:
+    """One line a bad key or value: unknown keys, missing ones, the category lists, then the values in file order, then
+    values that clash."""
     unknown, missing, bad_values = [], [], {}
-    for problem in error.errors():
+    for problem in error.errors() if error else []:
         key = str(problem["loc"][0])
         if problem["type"] == "extra_forbidden":
             unknown.append(f"{key}: unknown key{_did_you_mean(key)}")
         elif problem["type"] == "missing":
             missing.append(f"{key}: missing")
-        elif key not in ("categories", "unseen", *bad_values):  # the category lists: _category_problems
+        elif key not in ("categories", "unseen", *bad_values):  # the category lists: category_problems
             reason = (str(problem["ctx"]["error"]) if problem["type"] == "value_error"
                       else f"must be {_wanted(Params.model_fields[key])}, not {raw[key]!r}")
             bad_values[key] = f"{key}: {reason}"
     in_order = [bad_values[key] for key in Params.model_fields if key in bad_values]
-    return unknown + missing + _category_problems(raw) + in_order
+    return unknown + missing + category_problems + in_order + _clashes(raw)
 
 
 def validate(raw: dict[str, Any], source: str = str(PARAMS_FILE)) -> Params:
     """The Params in `raw`, or a PipelineError naming every bad key and value, one a line."""
+    # the category lists first: names that are no category would pass pydantic's type check
+    category_problems = _category_problems(raw)
+    lists_usable = not category_problems and "categories" in raw and "unseen" in raw
+    error = None
     try:
-        params = Params.model_validate(raw)
-    except ValidationError as error:
-        problems = _problems(raw, error)
-    else:  # names that are no category pass the type check, and so do values that only clash with another
-        problems = _category_problems(raw)
-        if params.precision == "int8" and params.featurize_engine != "onnxruntime":
-            problems.append("precision: int8 runs the frozen part in ONNX Runtime; set featurize_engine: onnxruntime")
-    if not problems:
+        params = Params.model_validate(_resolved_categories(raw) if lists_usable else raw)
+    except ValidationError as invalid:
+        error = invalid
+    problems = _problems(raw, error, category_problems)
+    if error is None and not problems:
         return params
     raise PipelineError(f"{source} has {len(problems)} bad setting(s):\n" + "\n".join(f"  {p}" for p in problems))
 

@@ -54,6 +54,10 @@ def test_a_missing_key_and_bad_yaml_are_named(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match="split_seed: missing"):
         load_params(tmp_path / "params.yaml")
+    del params["unseen"]  # the lists' own check needs both lists: without one, it is named missing like any key
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match="unseen: missing\n  split_seed: missing"):
+        load_params(tmp_path / "params.yaml")
     (tmp_path / "params.yaml").write_text("epochs: [3\n")
     with pytest.raises(PipelineError, match="is not valid YAML"):
         load_params(tmp_path / "params.yaml")
