@@ -8,7 +8,7 @@ CUDA tensors; rank 0 writes every output.
 
 import os
 import shlex
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +16,8 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from carsketch.errors import PipelineError
 from carsketch.torch_device import resolve_device
+
+Result = TypeVar("Result")
 
 # Extra torchrun arguments for the re-launch, in place of --standalone: a cluster's --nnodes, --rdzv-endpoint...
 LAUNCH_ARGS_VARIABLE = "CARSKETCH_TORCHRUN_ARGS"
@@ -93,6 +95,17 @@ def gather_on_main(tensor: torch.Tensor) -> list[torch.Tensor]:
     gathered = [torch.empty_like(tensor) for _ in range(size)] if rank == 0 else None
     dist.gather(tensor, gathered, dst=0)
     return gathered or []
+
+
+def computed_on_main(compute: Callable[[], Result]) -> Result:
+    """compute() run by rank 0 alone and its result sent to every process (compute() itself outside
+    torch.distributed): work whose result every process needs, done once."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return compute()
+    result = [compute() if rank == 0 else None]
+    dist.broadcast_object_list(result, src=0)
+    return result[0]
 
 
 def sum_over_processes(value: float) -> float:

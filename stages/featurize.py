@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from carsketch.distributed import is_main, run_stage
+from carsketch.distributed import computed_on_main, is_main, run_stage
 from carsketch.errors import run_main
 from carsketch.export import save_onnx
 from carsketch.features import export_frozen_part, feature_function, featurize_batch_size, featurize_to_file
@@ -22,8 +22,9 @@ from carsketch.paths import BACKBONE_FILE, FEATURES_DIR, FEATURIZED_SPLITS, FROZ
 
 def featurize_splits(params: Params, device: torch.device) -> None:
     classifier = build_classifier(BACKBONE_FILE, params.trainable_blocks)
-    frozen = export_frozen_part(classifier, params.image_size, params.precision,
-                                NpyRows(PROCESSED_DIR / "train" / "x.npy"), device)
+    # exported (and quantized, with int8) once, by rank 0: the same graph for every process
+    frozen = computed_on_main(lambda: export_frozen_part(classifier, params.image_size, params.precision,
+                                                         NpyRows(PROCESSED_DIR / "train" / "x.npy"), device))
     if is_main():
         save_onnx(frozen, FROZEN_MODEL_FILE)
     function = feature_function(classifier, params.image_size, params.featurize_engine, device, frozen)
